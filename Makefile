@@ -1,0 +1,42 @@
+# ServerlessOS developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv test test-unit lint proto bench clean
+
+help:
+	@echo "make test   - install what the tests need, then run the whole suite (CI)"
+	@echo "make lint   - ruff + mypy"
+	@echo "make proto  - regenerate the gRPC stubs from node-agent/proto"
+	@echo "make bench  - node agent benchmarks (hack/bench)"
+
+# The venv is rebuilt only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	@hack/install-promtool.sh >/dev/null
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check node-agent/serverlessos_agent operator hack tests
+	$(VENV)/bin/mypy
+
+proto: $(STAMP)
+	$(PY) hack/gen_proto.py
+
+bench: $(STAMP)
+	$(PY) hack/bench/agent.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,169 @@
+"""The agent daemon: builds the parts, serves gRPC and /metrics, samples stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+
+from . import __version__
+from .cgroup import detect
+from .errors import FailedPrecondition
+from .events import EventLog
+from .metrics import AgentCollector, Metrics, Snapshot
+from .privileges import missing_privileges
+from .restart import Backoff
+from .server import AgentServicer
+from .spawner import Spawner
+from .stats import NodeSample, StatsSampler
+from .supervisor import Supervisor, SupervisorConfig
+from .validation import NodeCapacity
+
+log = logging.getLogger("serverlessos_agent")
+SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_name: str
+    listen: str
+    state_dir: Path
+    cgroup_driver: str = "auto"
+    cgroup_root: str = "serverlessos"
+    metrics_listen: str = ""
+    stats_interval: float = 2.0
+    default_grace: float = 10.0
+    backoff: Backoff = field(default_factory=Backoff)
+    log_max_bytes: int = 10 * 2**20
+    log_keep: int = 1
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another agent is already using the state dir {state_dir}") from None
+    return fd
+
+
+async def run(config: AgentConfig) -> None:
+    lock_fd = _lock_state_dir(config.state_dir)
+    driver = detect(config.cgroup_root, config.cgroup_driver)
+    problems = missing_privileges()
+    try:
+        driver.check()
+        driver.create(driver.shim_group)
+    except FailedPrecondition as exc:
+        problems.append(str(exc))
+    for problem in problems:
+        log.warning("cannot start processes on this node: %s", problem)
+
+    sampler = StatsSampler(driver)
+    capacity = NodeCapacity(cpu_millis=sampler.cpus * 1000, memory_bytes=sampler.memory_total)
+    events = EventLog(config.state_dir / "events.jsonl")
+    spawner = Spawner()
+    supervisor = Supervisor(
+        SupervisorConfig(
+            state_dir=config.state_dir,
+            default_grace=config.default_grace,
+            backoff=config.backoff,
+            log_max_bytes=config.log_max_bytes,
+            log_keep=config.log_keep,
+        ),
+        driver,
+        spawner=spawner,
+        events=events,
+        capacity=capacity,
+        privilege_problems=problems,
+    )
+    await supervisor.recover()
+    latest: list[NodeSample] = [sampler.sample(supervisor.groups())]
+
+    metrics = Metrics()
+    loop = asyncio.get_running_loop()
+    metrics.add(
+        AgentCollector(
+            config.node_name,
+            driver.version,
+            loop,
+            lambda: Snapshot(supervisor.list(), latest[0]),
+        )
+    )
+    server = grpc.aio.server()
+    pb_grpc.add_AgentServicer_to_server(
+        AgentServicer(config.node_name, supervisor, metrics, lambda: latest[0]), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    host, port = split_host_port(config.listen)
+    bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    if bound == 0:
+        raise SystemExit(f"cannot listen on {config.listen}")
+    await server.start()
+    status = health_pb2.HealthCheckResponse.SERVING
+    await health_servicer.set("", status)
+    await health_servicer.set(SERVICE, status)
+
+    endpoint = {"node": config.node_name, "grpc": f"{host}:{bound}", "version": __version__}
+    if config.metrics_listen:
+        mhost, mport = split_host_port(config.metrics_listen)
+        metrics.serve(mhost, mport)
+        endpoint["metrics"] = f"{mhost}:{mport}"
+    # Written last: its presence says the agent is ready.
+    (config.state_dir / "agent.json").write_text(json.dumps(endpoint))
+    log.info(
+        "agent %s serving gRPC on %s:%d (cgroup %s, root %s)",
+        config.node_name,
+        host,
+        bound,
+        driver.version,
+        config.cgroup_root,
+    )
+
+    async def housekeeping() -> None:
+        while True:
+            await asyncio.sleep(config.stats_interval)
+            try:
+                latest[0] = sampler.sample(supervisor.groups())
+                supervisor.rotate_logs()
+            except Exception:
+                log.exception("stats sampling failed")
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = loop.create_task(housekeeping())
+    await stop.wait()
+    log.info("shutting down; managed processes keep running")
+    task.cancel()
+    with contextlib.suppress(FileNotFoundError):
+        (config.state_dir / "agent.json").unlink()
+    await server.stop(grace=2)
+    await supervisor.close()
+    await spawner.close()
+    events.close()
+    os.close(lock_fd)

@@ -1,0 +1,145 @@
+"""The lifecycle event journal: numbered, persisted, replayable.
+
+Every event gets the next sequence number and is appended to
+`<state>/events.jsonl` before anyone sees it, so a watcher that reconnects with
+the last number it saw misses nothing, even across an agent restart. The last
+`retain` events are kept; asking for older ones is OUT_OF_RANGE (list again,
+then watch from the list's revision, as with Kubernetes' 410 Gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import OutOfRange
+from .store import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+class EventType(enum.StrEnum):
+    STARTED = "Started"
+    START_FAILED = "StartFailed"
+    EXITED = "Exited"
+    OOM_KILLED = "OOMKilled"
+    RESTARTED = "Restarted"
+    RESOURCES_UPDATED = "ResourcesUpdated"
+    STOPPED = "Stopped"
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    time: float
+    type: EventType
+    namespace: str
+    record: dict[str, Any]  # ProcessRecord.to_json() as of this event
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "type": self.type.value,
+            "namespace": self.namespace,
+            "record": self.record,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        return cls(**{**data, "type": EventType(data["type"])})
+
+
+class EventLog:
+    def __init__(self, path: Path, retain: int = 4096) -> None:
+        self.path = path
+        self.retain = retain
+        self._events: deque[Event] = deque(maxlen=retain)
+        self._seq = 0
+        self._lines = 0
+        self._changed = asyncio.Condition()
+        self._load()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for appends)
+
+    def _load(self) -> None:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            try:
+                event = Event.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a crash
+            self._events.append(event)
+            self._seq = max(self._seq, event.seq)
+        self._lines = len(lines)
+
+    @property
+    def revision(self) -> int:
+        return self._seq
+
+    def append(self, type_: EventType, record: dict[str, Any], message: str = "") -> Event:
+        self._seq += 1
+        event = Event(self._seq, time.time(), type_, record["spec"]["namespace"], record, message)
+        self._file.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+        self._file.flush()
+        self._lines += 1
+        self._events.append(event)
+        if self._lines > 2 * self.retain:
+            self._compact()
+        asyncio.get_running_loop().create_task(self._notify())
+        return event
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _compact(self) -> None:
+        data = "".join(
+            json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in self._events
+        ).encode()
+        self._file.close()
+        atomic_write(self.path, data, durable=False)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._lines = len(self._events)
+
+    def since(self, seq: int) -> list[Event]:
+        if seq > self._seq:
+            raise OutOfRange(
+                f"event {seq} is ahead of this agent's last event {self._seq} "
+                "(was its state dir reset?); list processes and watch from the list's revision"
+            )
+        oldest = self._events[0].seq if self._events else self._seq + 1
+        if seq < oldest - 1:
+            raise OutOfRange(
+                f"events after {seq} are no longer retained (oldest kept: {oldest}); "
+                "list processes and watch from the list's revision"
+            )
+        return [e for e in self._events if e.seq > seq]
+
+    async def watch(self, since: int) -> AsyncIterator[Event]:
+        last = since
+        while True:
+            async with self._changed:
+                # Checked under the condition's lock, so no notification is missed.
+                pending = self.since(last)
+                if not pending:
+                    await self._changed.wait()
+                    continue
+            for event in pending:
+                yield event
+                last = event.seq
+
+    def close(self) -> None:
+        self._file.close()

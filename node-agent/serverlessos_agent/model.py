@@ -1,0 +1,161 @@
+"""The agent's domain records: what a process is asked to be and what it is.
+
+Plain dataclasses, persisted as JSON in the state dir and translated to the
+gRPC messages only at the edge (convert.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_NAMESPACE = "default"
+
+
+class RestartPolicy(enum.StrEnum):
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class State(enum.StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    BACKOFF = "BackOff"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+
+
+class Reason(enum.StrEnum):
+    """How a run ended (Termination.reason)."""
+
+    COMPLETED = "Completed"
+    ERROR = "Error"
+    SIGNALED = "Signaled"
+    OOM_KILLED = "OOMKilled"
+    START_ERROR = "StartError"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class Ref:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_millis: int = 0  # 0 = unlimited
+    memory_bytes: int = 0  # 0 = unlimited
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    argv: tuple[str, ...]
+    namespace: str = DEFAULT_NAMESPACE
+    owner_uid: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    resources: Resources = Resources()
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(self.namespace, self.name)
+
+
+@dataclass
+class Termination:
+    reason: Reason
+    exit_code: int = 0
+    signal: int = 0
+    message: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    observed_after_agent_restart: bool = False
+
+
+@dataclass
+class Run:
+    """One run of a process: the shim that waits for it and the process itself.
+
+    Start times (clock ticks since boot, /proc/PID/stat field 22) make the PIDs
+    safe against reuse when the agent re-adopts after a restart.
+    """
+
+    attempt: int
+    shim_pid: int
+    shim_start: int
+    pid: int
+    pid_start: int
+    started_at: float
+    oom_kills_before: int = 0
+
+
+@dataclass
+class ProcessRecord:
+    uid: str
+    spec: ProcessSpec
+    state: State
+    created_at: float
+    cgroup: str
+    log_path: str
+    workdir: str
+    restarts: int = 0
+    # Consecutive restarts without a long enough healthy run (drives back-off).
+    backoff_step: int = 0
+    attempt: int = 0
+    run: Run | None = None
+    last_started_at: float = 0.0
+    last_termination: Termination | None = None
+    message: str = ""
+    next_restart_at: float = 0.0
+
+    @property
+    def ref(self) -> Ref:
+        return self.spec.ref
+
+    @property
+    def pid(self) -> int:
+        return self.run.pid if self.run else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProcessRecord:
+        spec_data = data["spec"]
+        spec = ProcessSpec(
+            name=spec_data["name"],
+            argv=tuple(spec_data["argv"]),
+            namespace=spec_data["namespace"],
+            owner_uid=spec_data["owner_uid"],
+            env=dict(spec_data["env"]),
+            working_dir=spec_data["working_dir"],
+            resources=Resources(**spec_data["resources"]),
+            restart_policy=RestartPolicy(spec_data["restart_policy"]),
+        )
+        termination = data.get("last_termination")
+        run = data.get("run")
+        plain = {
+            k: v for k, v in data.items() if k not in {"spec", "state", "last_termination", "run"}
+        }
+        return cls(
+            **plain,
+            spec=spec,
+            state=State(data["state"]),
+            run=Run(**run) if run else None,
+            last_termination=(
+                Termination(**{**termination, "reason": Reason(termination["reason"])})
+                if termination
+                else None
+            ),
+        )

@@ -1,0 +1,174 @@
+"""The gRPC edge: decode requests, call the supervisor, encode replies, map errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+
+from . import convert
+from .errors import (
+    AgentError,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+)
+from .logs import follow, tail
+from .metrics import Metrics
+from .model import Ref, State
+from .stats import NodeSample
+from .supervisor import Supervisor
+from .validation import check_label
+
+log = logging.getLogger(__name__)
+
+CODES: dict[type[AgentError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+}
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def _code(exc: AgentError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def unary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Map domain errors to status codes and time the call."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: AgentServicer, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Resp:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await method(self, request, context)
+        except AgentError as exc:
+            code = _code(exc)
+            await context.abort(code, str(exc))
+        except Exception as exc:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method.__name__)
+            await context.abort(code, f"internal error in the agent: {exc!r}")
+        finally:
+            self.metrics.rpc_duration.labels(method.__name__, code.name).observe(
+                time.perf_counter() - started
+            )
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _ref(ref: pb.ProcessRef) -> Ref:
+    result = convert.ref_from_pb(ref)
+    check_label("name", result.name)
+    check_label("namespace", result.namespace)
+    return result
+
+
+class AgentServicer(pb_grpc.AgentServicer):
+    def __init__(
+        self,
+        node_name: str,
+        supervisor: Supervisor,
+        metrics: Metrics,
+        latest_sample: Callable[[], NodeSample],
+    ) -> None:
+        self.node_name = node_name
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self.latest_sample = latest_sample
+
+    def _pb(self, record: Any) -> pb.Process:
+        return convert.process_to_pb(record, self.supervisor.driver.display_path(record.cgroup))
+
+    @unary
+    async def StartProcess(self, request: pb.StartProcessRequest, context: Any) -> pb.Process:
+        record = await self.supervisor.start_process(convert.spec_from_pb(request.spec))
+        return self._pb(record)
+
+    @unary
+    async def StopProcess(self, request: pb.StopProcessRequest, context: Any) -> pb.Process:
+        grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+        record = await self.supervisor.stop_process(_ref(request.ref), grace)
+        return self._pb(record)
+
+    @unary
+    async def GetProcess(self, request: pb.GetProcessRequest, context: Any) -> pb.Process:
+        return self._pb(self.supervisor.get(_ref(request.ref)))
+
+    @unary
+    async def ListProcesses(
+        self, request: pb.ListProcessesRequest, context: Any
+    ) -> pb.ListProcessesResponse:
+        return pb.ListProcessesResponse(
+            processes=[self._pb(r) for r in self.supervisor.list(request.namespace)],
+            revision=self.supervisor.events.revision,
+        )
+
+    @unary
+    async def UpdateResources(self, request: pb.UpdateResourcesRequest, context: Any) -> pb.Process:
+        record = await self.supervisor.update_resources(
+            _ref(request.ref), convert.resources_from_pb(request.resources)
+        )
+        return self._pb(record)
+
+    @unary
+    async def GetNodeStats(self, request: pb.GetNodeStatsRequest, context: Any) -> pb.NodeStats:
+        return convert.node_stats_to_pb(
+            self.node_name, self.supervisor.driver.version, self.latest_sample()
+        )
+
+    async def WatchProcesses(
+        self, request: pb.WatchProcessesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ProcessEvent]:
+        try:
+            async for event in self.supervisor.events.watch(request.since_seq):
+                if not request.namespace or event.namespace == request.namespace:
+                    yield convert.event_to_pb(event)
+        except AgentError as exc:
+            await context.abort(_code(exc), str(exc))
+
+    async def ReadLogs(
+        self, request: pb.ReadLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.LogChunk]:
+        try:
+            ref = _ref(request.ref)
+            record = self.supervisor.get(ref)
+            if request.tail_lines < 0:
+                raise InvalidArgument("tail_lines must be >= 0 (0 = everything retained)")
+        except AgentError as exc:
+            await context.abort(_code(exc), str(exc))
+            return
+        path = Path(record.log_path)
+        data, offset = tail(path, request.tail_lines, self.supervisor.config.log_keep)
+        if data:
+            yield pb.LogChunk(data=data)
+        if not request.follow:
+            return
+
+        def finished() -> bool:
+            current = self.supervisor.records.get(ref)
+            return current is not record or current.state in (State.SUCCEEDED, State.FAILED)
+
+        async for chunk in follow(path, offset, finished):
+            yield pb.LogChunk(data=chunk)

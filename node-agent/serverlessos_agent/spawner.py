@@ -1,0 +1,116 @@
+"""Agent side of the fork server (see shim.py): start it, send requests, await results."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FailedPrecondition
+
+log = logging.getLogger(__name__)
+SPAWN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    log: str
+    run_dir: str
+    procs: list[str]  # cgroup.procs files for the process
+    shim_procs: list[str] = field(default_factory=list)  # ... and for its shim
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class SpawnResult:
+    ok: bool
+    shim_pid: int = 0
+    shim_start: int = 0
+    pid: int = 0
+    pid_start: int = 0
+    started_at: float = 0.0
+    stage: str = ""
+    error: str = ""
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending: dict[int, asyncio.Future[SpawnResult]] = {}
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+
+    def _start(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "serverlessos_agent.shim", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+        self._sock = ours
+        return ours
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            if not data:
+                self._lost("the fork server exited")
+                return
+            message: dict[str, Any] = json.loads(data)
+            future = self._pending.pop(message.pop("id"), None)
+            if future is not None and not future.done():
+                message.pop("attempt", None)
+                future.set_result(SpawnResult(**message))
+
+    def _lost(self, why: str) -> None:
+        log.warning("%s; it is restarted on the next start", why)
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(FailedPrecondition(f"cannot start the process: {why}"))
+        self._pending.clear()
+
+    async def spawn(self, request: SpawnRequest) -> SpawnResult:
+        async with self._lock:
+            sock = self._sock or self._start()
+        request_id = next(self._ids)
+        future: asyncio.Future[SpawnResult] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        payload = json.dumps({"id": request_id, **request.__dict__}).encode()
+        await asyncio.get_running_loop().sock_sendall(sock, payload)
+        try:
+            return await asyncio.wait_for(future, SPAWN_TIMEOUT)
+        except TimeoutError as exc:
+            self._pending.pop(request_id, None)
+            raise FailedPrecondition(
+                f"the fork server did not start the process within {SPAWN_TIMEOUT:.0f}s"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            proc = self._proc
+            await asyncio.to_thread(proc.wait, 5)

@@ -1,0 +1,86 @@
+"""Durable, crash-safe files in the agent's state dir.
+
+Every write goes to a temporary file that is fsynced and renamed over the old
+one, so a SIGKILL (or a power cut) at any point leaves either the old or the
+new content, never a torn file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .model import ProcessRecord, Ref
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
+    atomic_write(path, json.dumps(obj, separators=(",", ":")).encode(), durable=durable)
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or None if it does not exist."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+class RecordStore:
+    """One directory per process: <state>/processes/<namespace>/<name>/.
+
+    record.json is the agent's; run/ belongs to the shim of the current run;
+    logs/ holds its output; work/ is its default working directory.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "processes"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def dir(self, ref: Ref) -> Path:
+        return self.root / ref.namespace / ref.name
+
+    def run_dir(self, ref: Ref) -> Path:
+        return self.dir(ref) / "run"
+
+    def save(self, record: ProcessRecord) -> None:
+        atomic_write_json(self.dir(record.ref) / "record.json", record.to_json())
+
+    def prepare(self, ref: Ref) -> Path:
+        directory = self.dir(ref)
+        for sub in ("run", "logs", "work"):
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def delete(self, ref: Ref) -> None:
+        shutil.rmtree(self.dir(ref), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.dir(ref).parent.rmdir()  # only if it was the namespace's last
+
+    def load_all(self) -> list[ProcessRecord]:
+        records = []
+        for path in sorted(self.root.glob("*/*/record.json")):
+            try:
+                records.append(ProcessRecord.from_json(json.loads(path.read_bytes())))
+            except (ValueError, KeyError, TypeError) as exc:
+                # Never crash on one bad file; keep it for a person to look at.
+                log.error("ignoring unreadable process record %s: %s", path, exc)
+        return records

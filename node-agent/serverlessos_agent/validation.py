@@ -1,0 +1,91 @@
+"""Checks on a ProcessSpec before anything touches the machine.
+
+Every message names the field, the value and what would be accepted, so the
+caller (a person at the CLI, or the operator writing it into a status) can
+act on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidArgument
+from .model import ProcessSpec, Resources
+from .quantity import format_bytes, format_cpu
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# The kernel's smallest CFS quota is 1 ms per 100 ms period.
+MIN_CPU_MILLIS = 10
+# Below this a process cannot even exec a dynamically linked binary.
+MIN_MEMORY_BYTES = 4 * 2**20
+MAX_ARGV_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    cpu_millis: int
+    memory_bytes: int
+
+
+def check_label(kind: str, value: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{kind} must not be empty")
+    if len(value) > 63 or not _DNS1123_LABEL.match(value):
+        raise InvalidArgument(
+            f"{kind} {value!r} is not a DNS-1123 label: use at most 63 lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        )
+
+
+def check_resources(resources: Resources, capacity: NodeCapacity) -> None:
+    cpu, mem = resources.cpu_millis, resources.memory_bytes
+    if cpu < 0:
+        raise InvalidArgument(f"cpu limit {cpu}m is negative; use 0 for no limit")
+    if 0 < cpu < MIN_CPU_MILLIS:
+        raise InvalidArgument(
+            f"cpu limit {cpu}m is below {MIN_CPU_MILLIS}m, the kernel's smallest CFS quota "
+            "(1ms per 100ms period)"
+        )
+    if cpu > capacity.cpu_millis:
+        raise InvalidArgument(
+            f"cpu limit {format_cpu(cpu)} exceeds this node's capacity of "
+            f"{format_cpu(capacity.cpu_millis)}"
+        )
+    if mem < 0:
+        raise InvalidArgument(f"memory limit {mem} is negative; use 0 for no limit")
+    if 0 < mem < MIN_MEMORY_BYTES:
+        raise InvalidArgument(
+            f"memory limit {mem} bytes is below the minimum of {format_bytes(MIN_MEMORY_BYTES)}"
+        )
+    if mem > capacity.memory_bytes:
+        raise InvalidArgument(
+            f"memory limit {format_bytes(mem)} exceeds this node's memory of "
+            f"{format_bytes(capacity.memory_bytes)}"
+        )
+
+
+def check_spec(spec: ProcessSpec, capacity: NodeCapacity) -> None:
+    check_label("name", spec.name)
+    check_label("namespace", spec.namespace)
+    if not spec.argv:
+        raise InvalidArgument("argv is empty: give the command to run and its arguments")
+    if not spec.argv[0]:
+        raise InvalidArgument("argv[0] (the command) is empty")
+    if any("\0" in arg for arg in spec.argv):
+        raise InvalidArgument("argv contains a NUL byte")
+    if sum(len(a) + 1 for a in spec.argv) > MAX_ARGV_BYTES:
+        raise InvalidArgument(f"argv is longer than {MAX_ARGV_BYTES} bytes")
+    for key, value in spec.env.items():
+        if not _ENV_NAME.match(key):
+            raise InvalidArgument(
+                f"environment variable name {key!r} is invalid: use letters, digits and '_', "
+                "not starting with a digit"
+            )
+        if "\0" in value:
+            raise InvalidArgument(f"environment variable {key} contains a NUL byte")
+    if spec.working_dir and not spec.working_dir.startswith("/"):
+        raise InvalidArgument(f"working directory {spec.working_dir!r} must be an absolute path")
+    check_resources(spec.resources, capacity)

@@ -1,0 +1,1 @@
+"""ServerlessOS operator (kopf). Not built yet: see the operator issue."""
