@@ -131,8 +131,7 @@ async def run(config: AgentConfig) -> None:
     endpoint = {"node": config.node_name, "grpc": f"{host}:{bound}", "version": __version__}
     if config.metrics_listen:
         mhost, mport = split_host_port(config.metrics_listen)
-        metrics.serve(mhost, mport)
-        endpoint["metrics"] = f"{mhost}:{mport}"
+        endpoint["metrics"] = f"{mhost}:{metrics.serve(mhost, mport)}"
     # Written last: its presence says the agent is ready.
     (config.state_dir / "agent.json").write_text(json.dumps(endpoint))
     log.info(

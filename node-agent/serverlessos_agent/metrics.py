@@ -179,5 +179,7 @@ class Metrics:
     def add(self, collector: Collector) -> None:
         self.registry.register(collector)
 
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics in a thread; returns the bound port (port 0 picks one)."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

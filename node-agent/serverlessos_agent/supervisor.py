@@ -198,8 +198,10 @@ class Supervisor:
         record.message = ""
         record.next_restart_at = 0.0
         self.store.save(record)
-        self._watch(record, live, result.shim_pid, result.shim_start)
+        # Announce the start before watching: a run that already ended is reported
+        # by _watch at once, and its exit must come after its start.
         self._emit(record, EventType.STARTED if record.attempt == 0 else EventType.RESTARTED)
+        self._watch(record, live, result.shim_pid, result.shim_start)
 
     def _watch(self, record: ProcessRecord, live: _Live, watch_pid: int, watch_start: int) -> None:
         """Learn of the run's end through a pidfd on its shim (any process can poll one)."""
