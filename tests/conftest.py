@@ -15,7 +15,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos_agent.cgroup import cgroup_mounts
@@ -41,15 +40,26 @@ class AgentProcess:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "serverlessos_agent.cli.main", "serve",
-            "--node-name", "test-node",
-            "--listen", "127.0.0.1:0",
-            "--metrics-listen", "127.0.0.1:0",
-            "--state-dir", str(self.state_dir),
-            "--cgroup-root", self.cgroup_root,
-            "--stats-interval", "0.5",
-            "--restart-backoff", "0.2",
-            "--restart-backoff-max", "1",
+            sys.executable,
+            "-m",
+            "serverlessos_agent.cli.main",
+            "serve",
+            "--node-name",
+            "test-node",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(self.state_dir),
+            "--cgroup-root",
+            self.cgroup_root,
+            "--stats-interval",
+            "0.5",
+            "--restart-backoff",
+            "0.2",
+            "--restart-backoff-max",
+            "1",
             *self.extra,
         ]
         return [*self.wrap, *cmd]
@@ -97,13 +107,26 @@ class AgentProcess:
 
     # --- conveniences for tests ---------------------------------------
 
-    def run(self, name: str, argv: list[str], *, cpu: int = 0, memory: int = 0,
-            restart: int = pb.RESTART_POLICY_NEVER, env: dict[str, str] | None = None,
-            namespace: str = "default", workdir: str = "") -> pb.Process:
+    def run(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        cpu: int = 0,
+        memory: int = 0,
+        restart: int = pb.RESTART_POLICY_NEVER,
+        env: dict[str, str] | None = None,
+        namespace: str = "default",
+        workdir: str = "",
+    ) -> pb.Process:
         spec = pb.ProcessSpec(
-            name=name, owner=pb.Owner(namespace=namespace, uid="uid-" + name), argv=argv,
-            env=env or {}, working_dir=workdir,
-            resources=pb.Resources(cpu_millis=cpu, memory_bytes=memory), restart_policy=restart,
+            name=name,
+            owner=pb.Owner(namespace=namespace, uid="uid-" + name),
+            argv=argv,
+            env=env or {},
+            working_dir=workdir,
+            resources=pb.Resources(cpu_millis=cpu, memory_bytes=memory),
+            restart_policy=restart,
         )
         return self.stub.StartProcess(pb.StartProcessRequest(spec=spec), timeout=30)
 
@@ -117,8 +140,13 @@ class AgentProcess:
             req.grace_period_seconds = grace
         return self.stub.StopProcess(req, timeout=60)
 
-    def wait_for(self, name: str, pred: Callable[[pb.Process], bool], timeout: float = 20.0,
-                 namespace: str = "default") -> pb.Process:
+    def wait_for(
+        self,
+        name: str,
+        pred: Callable[[pb.Process], bool],
+        timeout: float = 20.0,
+        namespace: str = "default",
+    ) -> pb.Process:
         deadline = time.monotonic() + timeout
         while True:
             p = self.get(name, namespace)
@@ -156,7 +184,9 @@ def cleanup_cgroups(root: str) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
-        for directory in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for directory in sorted(
+            (p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+        ):
             with contextlib.suppress(OSError):
                 directory.rmdir()
         with contextlib.suppress(OSError):
@@ -168,8 +198,12 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     made: list[AgentProcess] = []
     roots: set[str] = set()
 
-    def make(extra: list[str] | None = None, wrap: list[str] | None = None,
-             state_dir: Path | None = None, cgroup_root: str | None = None) -> AgentProcess:
+    def make(
+        extra: list[str] | None = None,
+        wrap: list[str] | None = None,
+        state_dir: Path | None = None,
+        cgroup_root: str | None = None,
+    ) -> AgentProcess:
         root = cgroup_root or f"sos-test-{uuid.uuid4().hex[:8]}"
         roots.add(root)
         state = state_dir or tmp_path / f"state-{len(made)}"

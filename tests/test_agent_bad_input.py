@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .conftest import IS_ROOT, AgentProcess
@@ -82,7 +81,8 @@ def test_bad_update_is_invalid_and_changes_nothing(agent: AgentProcess) -> None:
     ref = pb.ProcessRef(name="steady")
     with pytest.raises(grpc.RpcError) as err:
         agent.stub.UpdateResources(
-            pb.UpdateResourcesRequest(ref=ref, resources=pb.Resources(cpu_millis=-5)))
+            pb.UpdateResourcesRequest(ref=ref, resources=pb.Resources(cpu_millis=-5))
+        )
     assert err.value.code() == INVALID
     assert agent.get("steady").spec.resources.cpu_millis == 200
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import grpc
 import pytest
-
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .conftest import AgentProcess
@@ -33,13 +33,18 @@ def _events(agent: AgentProcess, since: int) -> list[pb.ProcessEvent]:
 
 
 def test_sigkilled_agent_readopts_running_process(agent: AgentProcess) -> None:
-    before = agent.run("survivor", ["sh", "-c", TICKER], cpu=300, memory=32 * 2**20,
-                       restart=pb.RESTART_POLICY_NEVER)
+    before = agent.run(
+        "survivor",
+        ["sh", "-c", TICKER],
+        cpu=300,
+        memory=32 * 2**20,
+        restart=pb.RESTART_POLICY_NEVER,
+    )
     time.sleep(0.5)
     agent.kill9()
     time.sleep(0.5)
     assert os.path.exists(f"/proc/{before.pid}"), "the process outlives the agent"
-    lines_while_down = open(before.log_path).read().count("tick")
+    lines_while_down = Path(before.log_path).read_text().count("tick")
 
     agent.start()
     after = agent.get("survivor")
@@ -47,7 +52,7 @@ def test_sigkilled_agent_readopts_running_process(agent: AgentProcess) -> None:
     assert after.pid == before.pid and after.uid == before.uid and after.restarts == 0
     # still limited
     assert (agent.cgroup_dir("cpu", "survivor") / "cpu.cfs_quota_us").read_text().strip() == "30000"
-    assert f"/{agent.cgroup_root}/default/survivor" in open(f"/proc/{after.pid}/cgroup").read()
+    assert f"/{agent.cgroup_root}/default/survivor" in Path(f"/proc/{after.pid}/cgroup").read_text()
     # logs continue
     time.sleep(0.5)
     assert agent.logs("survivor").count(b"tick") > lines_while_down
@@ -78,7 +83,9 @@ def test_exit_while_agent_down_is_reported_after_restart(agent: AgentProcess) ->
 
 
 def test_restart_policy_applies_to_exits_seen_after_restart(agent: AgentProcess) -> None:
-    p = agent.run("phoenix", ["sh", "-c", "sleep 0.5; exit 1"], restart=pb.RESTART_POLICY_ON_FAILURE)
+    p = agent.run(
+        "phoenix", ["sh", "-c", "sleep 0.5; exit 1"], restart=pb.RESTART_POLICY_ON_FAILURE
+    )
     agent.kill9()
     time.sleep(1.5)
     assert not os.path.exists(f"/proc/{p.pid}")
@@ -98,12 +105,16 @@ def test_watch_resumes_across_agent_restart_without_missing_events(agent: AgentP
     resumed = _events(agent, last)
     assert resumed[0].seq == last + 1, "numbering continues across the restart"
     assert [(e.type, e.process.spec.name) for e in resumed] == [
-        (pb.EVENT_TYPE_STARTED, "w2"), (pb.EVENT_TYPE_EXITED, "w2")]
+        (pb.EVENT_TYPE_STARTED, "w2"),
+        (pb.EVENT_TYPE_EXITED, "w2"),
+    ]
 
 
 def test_watch_from_the_future_is_out_of_range(agent: AgentProcess) -> None:
     revision = agent.stub.ListProcesses(pb.ListProcessesRequest()).revision
-    stream = agent.stub.WatchProcesses(pb.WatchProcessesRequest(since_seq=revision + 100), timeout=5)
+    stream = agent.stub.WatchProcesses(
+        pb.WatchProcessesRequest(since_seq=revision + 100), timeout=5
+    )
     with pytest.raises(grpc.RpcError) as err:
         next(iter(stream))
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE

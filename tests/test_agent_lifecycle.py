@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
+from pathlib import Path
 
 import grpc
 import pytest
-
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .conftest import AgentProcess
@@ -22,11 +23,11 @@ def test_start_runs_in_own_pid_namespace_and_cgroup(agent: AgentProcess) -> None
     p = agent.run("sleeper", ["sleep", "300"], cpu=500, memory=64 * 2**20)
     assert p.state == RUNNING
     assert p.pid > 0
-    status = open(f"/proc/{p.pid}/status").read()
+    status = Path(f"/proc/{p.pid}/status").read_text()
     nspid = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()
     assert nspid[1:] == [str(p.pid), "1"], "PID 1 of its own PID namespace"
     assert os.readlink(f"/proc/{p.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
-    cgroups = open(f"/proc/{p.pid}/cgroup").read()
+    cgroups = Path(f"/proc/{p.pid}/cgroup").read_text()
     assert f"memory:/{agent.cgroup_root}/default/sleeper" in cgroups
     assert f"cpu:/{agent.cgroup_root}/default/sleeper" in cgroups
     # stdin is /dev/null, stdout/stderr the log file, nothing else inherited.
@@ -70,8 +71,12 @@ def test_missing_working_dir_is_a_start_error(agent: AgentProcess) -> None:
 
 
 def test_env_and_working_dir_reach_the_process(agent: AgentProcess, tmp_path) -> None:
-    agent.run("env", ["sh", "-c", 'echo "$GREETING from $(pwd)"'], env={"GREETING": "hello"},
-              workdir=str(tmp_path))
+    agent.run(
+        "env",
+        ["sh", "-c", 'echo "$GREETING from $(pwd)"'],
+        env={"GREETING": "hello"},
+        workdir=str(tmp_path),
+    )
     agent.wait_for("env", lambda p: p.state == pb.PROCESS_STATE_SUCCEEDED)
     assert agent.logs("env") == f"hello from {tmp_path}\n".encode()
 
@@ -83,7 +88,10 @@ def test_stop_sends_sigterm_then_removes_everything(agent: AgentProcess) -> None
     stopped = agent.stop("graceful", grace=10)
     assert stopped.state == pb.PROCESS_STATE_STOPPED
     assert stopped.last_termination.reason == "Completed", stopped.last_termination
-    assert not os.path.exists(f"/proc/{p.pid}") or "Z" in open(f"/proc/{p.pid}/stat").read().split()[2]
+    assert (
+        not os.path.exists(f"/proc/{p.pid}")
+        or "Z" in Path(f"/proc/{p.pid}/stat").read_text().split()[2]
+    )
     assert not agent.cgroup_dir("memory", "graceful").exists()
     with pytest.raises(grpc.RpcError) as err:
         agent.get("graceful")
@@ -133,13 +141,15 @@ def test_backoff_grows_between_restarts(agent: AgentProcess) -> None:
         if len(starts) == 5:
             stream.cancel()
             break
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps[0] >= 0.15 and gaps[2] >= 0.7, gaps
     assert gaps[1] > gaps[0] and gaps[2] > gaps[1], gaps
 
 
 def test_logs_tail_and_follow(agent: AgentProcess) -> None:
-    agent.run("talker", ["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 0.5; echo late"])
+    agent.run(
+        "talker", ["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 0.5; echo late"]
+    )
     agent.wait_for("talker", lambda p: b"line5" in agent.logs("talker"), timeout=10)
     assert agent.logs("talker", tail=2) == b"line4\nline5\n"
     req = pb.ReadLogsRequest(ref=pb.ProcessRef(name="talker"), tail_lines=1, follow=True)
@@ -170,8 +180,9 @@ def test_update_refuses_memory_below_current_use(agent: AgentProcess) -> None:
     time.sleep(1.0)  # let it allocate
     ref = pb.ProcessRef(name="hog")
     with pytest.raises(grpc.RpcError) as err:
-        agent.stub.UpdateResources(pb.UpdateResourcesRequest(
-            ref=ref, resources=pb.Resources(memory_bytes=16 * 2**20)))
+        agent.stub.UpdateResources(
+            pb.UpdateResourcesRequest(ref=ref, resources=pb.Resources(memory_bytes=16 * 2**20))
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "below" in err.value.details()
     assert agent.get("hog").state == RUNNING
@@ -182,7 +193,9 @@ def test_list_and_namespaces(agent: AgentProcess) -> None:
     agent.run("a", ["sleep", "300"], namespace="team-b")
     everything = agent.stub.ListProcesses(pb.ListProcessesRequest())
     assert {(p.spec.owner.namespace, p.spec.name) for p in everything.processes} == {
-        ("team-a", "a"), ("team-b", "a")}
+        ("team-a", "a"),
+        ("team-b", "a"),
+    }
     only_a = agent.stub.ListProcesses(pb.ListProcessesRequest(namespace="team-a"))
     assert [p.spec.owner.namespace for p in only_a.processes] == ["team-a"]
     assert everything.revision >= 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .conftest import AgentProcess

@@ -79,7 +79,8 @@ class CgroupDriver(ABC):
 def write_file(path: Path, value: str) -> None:
     """Write a cgroup control file, turning errors into messages a person can act on."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        # O_TRUNC as a shell's ">" does; kernfs ignores it, a stand-in tree needs it.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, value.encode())
         finally:

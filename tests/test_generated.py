@@ -1,0 +1,33 @@
+"""Generated code matches its source: `make proto` was run after the last .proto change."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_grpc_stubs_have_not_drifted(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "hack" / "gen_proto.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    sys.modules["gen_proto"] = gen
+    spec.loader.exec_module(gen)
+    fresh = gen.generate(tmp_path)
+    checked_in = ROOT / "node-agent"
+    assert fresh, "the generator produced nothing"
+    stale = [
+        str(path.relative_to(tmp_path))
+        for path in fresh
+        if not (checked_in / path.relative_to(tmp_path)).exists()
+        or (checked_in / path.relative_to(tmp_path)).read_bytes() != path.read_bytes()
+    ]
+    assert not stale, f"run `make proto`: these stubs differ from agent.proto: {stale}"
+    extra = {
+        str(p.relative_to(checked_in))
+        for p in (checked_in / "serverlessos").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    } - {str(p.relative_to(tmp_path)) for p in fresh}
+    assert not extra, f"generated files with no source any more: {extra}"
