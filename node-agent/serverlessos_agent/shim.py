@@ -4,9 +4,9 @@ The agent starts one fork server (`python -m serverlessos_agent.shim FD`), a
 small single-threaded process, and asks it over a SOCK_SEQPACKET socket to
 start processes. For each, it forks a *shim*: a session leader that
 
-1. moves itself out of the agent's cgroup (into `<root>/_shims`),
-2. unshares a new PID namespace and forks the process into it as PID 1, holds
-   it until it is in its cgroups, then lets it exec (so it never runs unlimited),
+1. detaches from the agent (its own session),
+2. joins the process's cgroups, unshares a new PID namespace and starts the
+   process in it as PID 1 (so it is limited from birth), then leaves for `_shims`,
 3. reports the PIDs (and start times) to the agent and writes them to
    `run/shim.json`,
 4. waits for it, and writes how it ended to `run/exit.json`.
@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,60 +71,57 @@ def _send(report: socket.socket, message: dict[str, Any]) -> None:
         report.send(json.dumps(message).encode())
 
 
-def _child(request: dict[str, Any], go_r: int, err_w: int) -> NoReturn:
-    """Runs as PID 1 of the new namespace, between fork and exec."""
-    stage = "start"
-    try:
-        if os.read(go_r, 1) != b"g":
-            os._exit(126)  # the shim could not place us in our cgroups
-        os.close(go_r)
-        os.setsid()
-        for sig in signal.valid_signals():
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        # Nothing but stdio crosses exec; err_w is close-on-exec.
-        os.closerange(3, err_w)
-        os.closerange(err_w + 1, os.sysconf("SC_OPEN_MAX"))
-        stage = f"chdir {request['cwd']!r}"
-        os.chdir(request["cwd"])
-        argv = request["argv"]
-        stage = f"exec {argv[0]!r}"
-        os.execvpe(argv[0], argv, request["env"])
-    except OSError as exc:
-        os.write(err_w, f"{stage}: {exc.strerror}".encode())
-    except BaseException as exc:
-        os.write(err_w, f"{stage}: {exc}".encode())
-    os._exit(127)
+def _ignore(signum: int, frame: object) -> None:
+    """A handler, not SIG_IGN: handlers reset to the default across exec, SIG_IGN does not."""
 
 
 def _join(procs_files: list[str]) -> None:
     for procs in procs_files:
-        try:
-            with open(procs, "w") as f:
-                f.write("0")
-        except OSError:
-            pass  # best effort: a shim in the agent's cgroup still works
+        with open(procs, "w") as f:
+            f.write("0")
 
 
-def _decode(status: int) -> dict[str, Any]:
-    if os.WIFSIGNALED(status):
-        return {"signal": os.WTERMSIG(status), "exit_code": 128 + os.WTERMSIG(status)}
-    return {"signal": 0, "exit_code": os.waitstatus_to_exitcode(status)}
+def _start(request: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """Start the process as PID 1 of a new PID namespace, born inside its cgroups.
+
+    The shim joins the process's cgroups, so the child is in them from its first
+    instruction (never unlimited), then leaves for `_shims`. Popen uses vfork and
+    exec, and reports exec and chdir errors as OSError.
+    """
+    try:
+        _join(request["procs"])
+    except OSError as exc:
+        raise SetupError("cgroup", f"cannot enter the process's cgroup: {exc}") from exc
+    _unshare_pid_namespace()
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    argv = request["argv"]
+    try:
+        return subprocess.Popen(
+            argv,
+            env=request["env"],
+            cwd=request["cwd"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        if exc.filename == request["cwd"] and exc.filename != argv[0]:
+            raise SetupError("exec", f"chdir {request['cwd']!r}: {exc.strerror}") from exc
+        raise SetupError("exec", f"exec {argv[0]!r}: {exc.strerror}") from exc
+    finally:
+        os.close(log)
+        with contextlib.suppress(OSError):
+            _join(request["shim_procs"])  # best effort: a shim elsewhere still works
 
 
 def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
     run_dir = Path(request["run_dir"])
     try:
         os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, _ignore)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the fork server ignores it
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
@@ -132,39 +130,7 @@ def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
         os.dup2(log, 2)
         os.close(null)
         os.close(log)
-        _join(request["shim_procs"])
-        _unshare_pid_namespace()
-        go_r, go_w = os.pipe()
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            report.close()
-            os.close(go_w)
-            os.close(err_r)
-            _child(request, go_r, err_w)
-        os.close(go_r)
-        os.close(err_w)
-        pid_start = start_time(pid) or 0
-        try:
-            for procs in request["procs"]:
-                with open(procs, "w") as f:
-                    f.write(str(pid))
-        except OSError as exc:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise SetupError(
-                "cgroup", f"cannot move the process into {procs}: {exc.strerror}"
-            ) from exc
-        started_at = time.time()
-        os.write(go_w, b"g")
-        os.close(go_w)
-        chunks = []
-        while chunk := os.read(err_r, 4096):
-            chunks.append(chunk)
-        os.close(err_r)
-        if chunks:
-            os.waitpid(pid, 0)
-            raise SetupError("exec", b"".join(chunks).decode(errors="replace"))
+        child = _start(request)
         me = os.getpid()
         info = {
             "id": request["id"],
@@ -172,22 +138,22 @@ def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
             "attempt": request["attempt"],
             "shim_pid": me,
             "shim_start": start_time(me),
-            "pid": pid,
-            "pid_start": pid_start,
-            "started_at": started_at,
+            "pid": child.pid,
+            "pid_start": start_time(child.pid) or 0,
+            "started_at": time.time(),
         }
         _write_json(run_dir / "shim.json", info)
         _send(report, info)
         report.close()
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
+        code = child.wait()
         _write_json(
             run_dir / "exit.json",
-            {"attempt": request["attempt"], "finished_at": time.time(), **_decode(status)},
+            {
+                "attempt": request["attempt"],
+                "finished_at": time.time(),
+                "signal": -code if code < 0 else 0,
+                "exit_code": 128 - code if code < 0 else code,
+            },
         )
     except SetupError as exc:
         _send(report, {"id": request["id"], "ok": False, "stage": exc.stage, "error": str(exc)})
