@@ -133,3 +133,29 @@ def test_stopping_the_agent_leaves_processes_running(agent: AgentProcess) -> Non
 def test_second_agent_on_same_state_dir_is_refused(agent: AgentProcess, agent_factory) -> None:
     with pytest.raises(RuntimeError, match="another agent is already using the state dir"):
         agent_factory(state_dir=agent.state_dir, cgroup_root=agent.cgroup_root)
+
+
+def test_host_reboot_is_survived(agent: AgentProcess) -> None:
+    """A reboot, simulated: the agent, the shim and the process all die at once and
+    the (in-memory) cgroup hierarchy is gone; the state dir survives."""
+    p = agent.run("rebooted", ["sleep", "300"], memory=32 * 2**20, restart=pb.RESTART_POLICY_ALWAYS)
+    shim_pid = int(Path(f"/proc/{p.pid}/status").read_text().split("PPid:")[1].split()[0])
+    agent.kill9()
+    os.kill(shim_pid, signal.SIGKILL)
+    os.kill(p.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{p.pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for controller in ("cpu", "cpuacct", "memory", "pids", "freezer"):
+        group = agent.cgroup_dir(controller, "rebooted")
+        if group.exists():
+            group.rmdir()
+    agent.start()
+    back = agent.wait_for(
+        "rebooted", lambda q: q.state == pb.PROCESS_STATE_RUNNING and q.pid != p.pid
+    )
+    assert back.restarts == 1
+    assert back.last_termination.reason == "Unknown"
+    assert back.last_termination.observed_after_agent_restart
+    limit = (agent.cgroup_dir("memory", "rebooted") / "memory.limit_in_bytes").read_text()
+    assert int(limit) == 32 * 2**20, "the cgroup and its limit are recreated"

@@ -58,7 +58,9 @@ def split_host_port(value: str) -> tuple[str, int]:
 
 
 def _lock_state_dir(state_dir: Path) -> int:
+    # Records and events hold the processes' environments: private to the agent.
     state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
     fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

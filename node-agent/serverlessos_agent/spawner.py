@@ -51,6 +51,8 @@ class Spawner:
         self._lock = asyncio.Lock()
 
     def _start(self) -> socket.socket:
+        if self._proc is not None:
+            self._proc.poll()  # reap a fork server that died
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "serverlessos_agent.shim", str(theirs.fileno())],

@@ -141,18 +141,26 @@ class Supervisor:
             try:
                 self.store.prepare(spec.ref)
                 self.store.save(record)
-                self.driver.create(record.cgroup)
-                self.driver.set_limits(record.cgroup, spec.resources)
+                await self._launch(record, live)
             except Exception:
+                # Nothing runs (a failed exec is not an exception): leave no trace.
                 self._forget(record)
+                self.store.delete(spec.ref)
                 with contextlib.suppress(Exception):
-                    self.driver.remove(record.cgroup)
+                    self.driver.kill(record.cgroup)
+                    await self._remove_cgroup(record.cgroup)
                 raise
-            await self._launch(record, live)
         return record
+
+    def _prepare_cgroup(self, record: ProcessRecord) -> None:
+        # Idempotent, and done before every run: after a host reboot the records
+        # survive but the (in-memory) cgroup hierarchy does not.
+        self.driver.create(record.cgroup)
+        self.driver.set_limits(record.cgroup, record.spec.resources)
 
     async def _launch(self, record: ProcessRecord, live: _Live) -> None:
         spec = record.spec
+        self._prepare_cgroup(record)
         run_dir = self.store.run_dir(spec.ref)
         for stale in ("shim.json", "exit.json"):
             with contextlib.suppress(FileNotFoundError):
@@ -298,17 +306,18 @@ class Supervisor:
         self.store.save(record)
         self._emit(record, kind, termination.message)
 
-    async def _restart_later(self, ref: Ref, delay: float) -> None:
+    async def _restart_later(self, ref: Ref, delay: float, *, is_restart: bool = True) -> None:
         await asyncio.sleep(delay)
         record, live = self.records.get(ref), self._live.get(ref)
         if record is None or live is None:
             return
         async with live.lock:
-            if record.state != State.BACKOFF:
+            if record.state not in (State.BACKOFF, State.PENDING):
                 return
             live.restart = None
-            record.attempt += 1
-            record.restarts += 1
+            if is_restart:
+                record.attempt += 1
+                record.restarts += 1
             try:
                 await self._launch(record, live)
             except Exception as exc:  # e.g. the fork server died: keep trying, say why
@@ -428,14 +437,12 @@ class Supervisor:
             return
         run = record.run or self._run_from_shim(record)
         if run is None:
-            # Crashed before the run started: nothing of it can be running.
+            # The agent died before this run started: start it now, as the same attempt.
             self.driver.kill(record.cgroup)
-            record.state = State.BACKOFF
+            record.state = State.PENDING
             live.restart = asyncio.get_running_loop().create_task(
-                self._restart_later(record.ref, 0.0)
+                self._restart_later(record.ref, 0.0, is_restart=False)
             )
-            record.attempt -= 1  # _restart_later counts a new attempt
-            record.restarts = max(0, record.restarts - 1)
             return
         record.run = run
         shim_fd = open_pidfd(run.shim_pid, run.shim_start)
