@@ -14,20 +14,16 @@ from .conftest import AgentProcess
 pytestmark = pytest.mark.timeout(120)
 
 
-def ctl(agent: AgentProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "serverlessos_agent.cli.main",
-        "ctl",
-        "--agent",
-        agent.endpoint,
-        *args,
-    ]
+def ctl_at(endpoint: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "serverlessos_agent.cli.main", "ctl", "--agent", endpoint, *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def ctl(agent: AgentProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return ctl_at(agent.endpoint, *args, check=check)
 
 
 def test_run_ps_inspect_logs_update_stop(agent: AgentProcess) -> None:
@@ -108,18 +104,7 @@ def test_errors_are_one_line_and_nonzero(agent: AgentProcess) -> None:
 
 
 def test_unreachable_agent_is_a_clear_error() -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "serverlessos_agent.cli.main",
-        "ctl",
-        "--agent",
-        "127.0.0.1:1",
-        "--timeout",
-        "3",
-        "ps",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    result = ctl_at("127.0.0.1:1", "--timeout", "3", "ps", check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach the agent at 127.0.0.1:1")
 
