@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-unit lint proto bench clean
+.PHONY: help venv test lint proto crds bench clean
 
 help:
 	@echo "make test   - install what the tests need, then run the whole suite (CI)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make proto  - regenerate the gRPC stubs from node-agent/proto"
+	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make bench  - node agent benchmarks (hack/bench)"
 
 # The venv is rebuilt only when pyproject.toml changes.
@@ -35,6 +36,9 @@ lint: $(STAMP)
 
 proto: $(STAMP)
 	$(PY) hack/gen_proto.py
+
+crds: $(STAMP)
+	$(PY) -m serverlessos_operator.crdgen
 
 bench: $(STAMP)
 	$(PY) hack/bench/agent.py $(BENCH_ARGS)

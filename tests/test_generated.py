@@ -31,3 +31,13 @@ def test_grpc_stubs_have_not_drifted(tmp_path: Path) -> None:
         if p.is_file() and "__pycache__" not in p.parts
     } - {str(p.relative_to(tmp_path)) for p in fresh}
     assert not extra, f"generated files with no source any more: {extra}"
+
+
+def test_crds_have_not_drifted() -> None:
+    from serverlessos_operator.crdgen import render
+
+    rendered = render()
+    on_disk = {p.name for p in (ROOT / "crds").glob("*.yaml")}
+    assert on_disk == set(rendered), "run `make crds`"
+    for name, text in rendered.items():
+        assert (ROOT / "crds" / name).read_text() == text, f"run `make crds`: {name} drifted"

@@ -24,6 +24,7 @@ from .errors import FailedPrecondition
 from .events import EventLog
 from .metrics import AgentCollector, Metrics, Snapshot
 from .privileges import missing_privileges
+from .registration import NodeFacts, Registrar, node_status
 from .restart import Backoff
 from .server import AgentServicer
 from .spawner import Spawner
@@ -48,6 +49,15 @@ class AgentConfig:
     backoff: Backoff = field(default_factory=Backoff)
     log_max_bytes: int = 10 * 2**20
     log_keep: int = 1
+    # Kubernetes registration (ServerlessNode): off unless one of these is set.
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    advertise_address: str = ""
+    heartbeat_interval: float = 5.0
+
+    @property
+    def registers(self) -> bool:
+        return bool(self.kubeconfig) or self.in_cluster
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -145,6 +155,25 @@ async def run(config: AgentConfig) -> None:
         config.cgroup_root,
     )
 
+    tasks = []
+    if config.registers:
+        advertise = config.advertise_address or endpoint["grpc"]
+        if advertise.startswith(("0.0.0.0:", "[::]:", ":")):
+            raise SystemExit(
+                "--advertise-address HOST:PORT is needed when listening on all addresses, "
+                "so the operator knows where to reach this agent"
+            )
+        facts = NodeFacts(config.node_name, advertise, driver.version, not problems)
+        registrar = Registrar(facts, config.kubeconfig)
+        tasks.append(
+            loop.create_task(
+                registrar.run(
+                    config.heartbeat_interval,
+                    lambda: node_status(facts, latest[0], len(supervisor.records), not problems),
+                )
+            )
+        )
+
     async def housekeeping() -> None:
         while True:
             await asyncio.sleep(config.stats_interval)
@@ -157,10 +186,11 @@ async def run(config: AgentConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    task = loop.create_task(housekeeping())
+    tasks.append(loop.create_task(housekeeping()))
     await stop.wait()
     log.info("shutting down; managed processes keep running")
-    task.cancel()
+    for task in tasks:
+        task.cancel()
     with contextlib.suppress(FileNotFoundError):
         (config.state_dir / "agent.json").unlink()
     await server.stop(grace=2)

@@ -1,0 +1,4 @@
+"""The ServerlessOS Kubernetes API (group serverlessos.io), defined once as pydantic models.
+
+`make crds` turns these models into the CRD manifests in crds/ (see crdgen.py).
+"""

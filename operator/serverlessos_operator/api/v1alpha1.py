@@ -1,0 +1,141 @@
+"""serverlessos.io/v1alpha1: ServerlessProcess and ServerlessNode."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, WithJsonSchema
+
+from .schema import CONDITIONS, Condition, Model, quantity_schema
+
+Cpu = Annotated[int | str, WithJsonSchema(quantity_schema("CPU", "500m or 2", "10m"))]
+Memory = Annotated[int | str, WithJsonSchema(quantity_schema("Memory", "256Mi or 1Gi", "4Mi"))]
+Phase = Literal["Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed"]
+RestartPolicy = Literal["Always", "OnFailure", "Never"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class EnvVar(Model):
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME)
+    value: str = Field(default="", max_length=131072)
+
+
+class Resources(Model):
+    """The process's CPU and memory: what placement reserves and the cgroup enforces."""
+
+    cpu: Cpu = Field(default="100m")
+    memory: Memory = Field(default="128Mi")
+
+
+class Toleration(Model):
+    key: str = Field(default="", max_length=316)
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = Field(default="", max_length=63)
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+
+
+class ServerlessProcessSpec(Model):
+    command: list[str] = Field(
+        min_length=1,
+        max_length=64,
+        description="The executable and its first arguments (like a container's command).",
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 4096}},
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        max_length=1024,
+        json_schema_extra={"items": {"type": "string", "maxLength": 32768}},
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=256)
+    working_dir: str | None = Field(
+        default=None,
+        max_length=4096,
+        pattern=r"^/",
+        description="Absolute path; default: a private scratch directory on the node.",
+    )
+    resources: Resources = Field(
+        default_factory=Resources,
+        json_schema_extra={"default": {}},  # so the API server fills it
+    )
+    restart_policy: RestartPolicy = "Always"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+
+
+class Usage(Model):
+    cpu: str = ""
+    memory: str = ""
+
+
+class ServerlessProcessStatus(Model):
+    phase: Phase | None = None
+    node: str | None = None
+    pid: int | None = None
+    process_uid: str | None = Field(default=None, description="The agent's id for this process.")
+    started_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    finished_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    restarts: int = 0
+    usage: Usage | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS)
+    observed_generation: int | None = None
+
+
+class ServerlessProcess(Model):
+    """A Linux process the platform places on a node, limits and keeps running."""
+
+    spec: ServerlessProcessSpec
+    status: ServerlessProcessStatus | None = None
+
+
+class Capacity(Model):
+    cpu: str = ""
+    memory: str = ""
+
+
+class Criu(Model):
+    version: str = ""
+    features: list[str] = Field(default_factory=list)
+
+
+class Capabilities(Model):
+    cgroup_version: str = ""
+    pid_namespaces: bool = False
+    criu: Criu | None = None
+
+
+class Pressure(Model):
+    """PSI averages (percent of wall time stalled, as in /proc/pressure) and headroom."""
+
+    cpu_some_avg10: float = 0.0
+    memory_some_avg10: float = 0.0
+    io_some_avg10: float = 0.0
+    cpu_free: str = ""
+    memory_free: str = ""
+
+
+class ServerlessNodeStatus(Model):
+    endpoint: str = ""
+    agent_version: str = ""
+    capabilities: Capabilities | None = None
+    capacity: Capacity | None = None
+    allocatable: Capacity | None = None
+    pressure: Pressure | None = None
+    processes: int = 0
+    last_heartbeat: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS)
+
+
+class ServerlessNodeSpec(Model):
+    """Empty: a ServerlessNode is written by its node's agent; all it says is status."""
+
+
+class ServerlessNode(Model):
+    """One node's agent: where to reach it, what it can do, how pressed it is."""
+
+    spec: ServerlessNodeSpec = Field(default_factory=ServerlessNodeSpec)
+    status: ServerlessNodeStatus | None = None
