@@ -1,0 +1,120 @@
+"""gRPC clients for the node agents: one channel and one event stream per agent.
+
+Each agent's WatchProcesses stream is followed from the revision of an initial
+list; on any error the pool reconnects and resumes from the last sequence
+number it saw, re-listing only when the agent no longer has that far back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+OnEvent = Callable[[str, pb.Process], Awaitable[None]]
+OnSync = Callable[[str, list[pb.Process]], Awaitable[None]]
+
+
+class AgentUnavailable(Exception):
+    """No endpoint is known for the node, or its agent does not answer."""
+
+
+@dataclass
+class _Agent:
+    endpoint: str
+    channel: grpc.aio.Channel
+    stub: pb_grpc.AgentAsyncStub
+    task: asyncio.Task[None] | None = None
+    seq: int = 0
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class AgentPool:
+    def __init__(self, on_event: OnEvent, on_sync: OnSync, call_timeout: float = 15.0) -> None:
+        self.on_event = on_event
+        self.on_sync = on_sync
+        self.call_timeout = call_timeout
+        self._agents: dict[str, _Agent] = {}
+
+    def set_endpoint(self, node: str, endpoint: str) -> None:
+        current = self._agents.get(node)
+        if current is not None and current.endpoint == endpoint:
+            return
+        if current is not None:
+            self._close(node)
+        channel = grpc.aio.insecure_channel(endpoint)
+        agent = _Agent(endpoint, channel, pb_grpc.AgentStub(channel))  # an AgentAsyncStub
+        self._agents[node] = agent
+        agent.task = asyncio.get_running_loop().create_task(self._follow(node, agent))
+
+    def remove(self, node: str) -> None:
+        if node in self._agents:
+            self._close(node)
+
+    def _close(self, node: str) -> None:
+        agent = self._agents.pop(node)
+        if agent.task is not None:
+            agent.task.cancel()
+        asyncio.get_running_loop().create_task(agent.channel.close())
+
+    def stub(self, node: str) -> pb_grpc.AgentAsyncStub:
+        try:
+            return self._agents[node].stub
+        except KeyError:
+            raise AgentUnavailable(f"no agent endpoint known for node {node}") from None
+
+    def nodes(self) -> list[str]:
+        return list(self._agents)
+
+    async def _follow(self, node: str, agent: _Agent) -> None:
+        delay = 0.5
+        resync = True
+        while True:
+            try:
+                if resync:
+                    listed = await agent.stub.ListProcesses(
+                        pb.ListProcessesRequest(), timeout=self.call_timeout
+                    )
+                    agent.seq = listed.revision
+                    await self.on_sync(node, list(listed.processes))
+                    resync = False
+                agent.connected.set()
+                stream = agent.stub.WatchProcesses(pb.WatchProcessesRequest(since_seq=agent.seq))
+                async for event in stream:
+                    agent.seq = event.seq
+                    delay = 0.5
+                    try:
+                        await self.on_event(node, event.process)
+                    except Exception:
+                        log.exception("handling an event of node %s failed", node)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                agent.connected.clear()
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    resync = True  # the agent no longer has our position: list again
+                else:
+                    log.info("agent %s: %s; reconnecting", node, exc.code().name)
+            except Exception:
+                agent.connected.clear()
+                log.exception("following agent %s failed", node)
+                resync = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        for node in list(self._agents):
+            agent = self._agents.pop(node)
+            if agent.task is not None:
+                agent.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await agent.task
+            await agent.channel.close()

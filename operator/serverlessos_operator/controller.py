@@ -1,0 +1,457 @@
+"""The process controller: the operator's model of processes and nodes, and its rules.
+
+Kopf handlers feed it objects and call `ensure`/`delete`; the agent pool feeds it
+agent events. It decides placement, talks to agents, and writes statuses. Rules
+that keep users' trust:
+
+- Decide, record, then act: the chosen node is written to status *before*
+  StartProcess, so an operator killed at any point resumes on the same node,
+  and StartProcess's ALREADY_EXISTS (same owner uid) is success: never a second copy.
+- One copy only: an agent reporting a process whose ServerlessProcess now lives
+  on another node (after a node loss) or no longer exists is told to stop it.
+- A node whose agent stops heartbeating past the grace period is lost: its
+  processes get condition NodeLost and are placed again (restartPolicy Never: Failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos_agent.quantity import format_bytes_approx
+
+from .agents import AgentPool, AgentUnavailable
+from .kube import Kube
+from .placement import NodeView, Placer, Taint
+from .process import (
+    TERMINAL,
+    cpu_millis,
+    memory_bytes,
+    request_of,
+    set_condition,
+    start_request,
+    status_from_agent,
+)
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # namespace, name
+Notify = Callable[["ProcessInfo", str, str, str], None]  # info, type, reason, message
+
+
+class Retry(Exception):
+    """Not done yet; try again after `delay` (a signal to the caller, not a failure)."""
+
+    def __init__(self, message: str, delay: float = 5.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass
+class ProcessInfo:
+    namespace: str
+    name: str
+    uid: str
+    spec: dict[str, Any]
+    generation: int = 0
+    node: str | None = None
+    phase: str | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, str] = field(default_factory=dict)
+    deleting: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """Enough of the object to post Kubernetes Events about it."""
+        return {
+            "apiVersion": "serverlessos.io/v1alpha1",
+            "kind": "ServerlessProcess",
+            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ProcessInfo:
+        meta, status = body["metadata"], body.get("status") or {}
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            spec=dict(body.get("spec") or {}),
+            generation=int(meta.get("generation", 0)),
+            node=status.get("node"),
+            phase=status.get("phase"),
+            conditions=list(status.get("conditions") or []),
+            usage=dict(status.get("usage") or {}),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    endpoint: str = ""
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    cpu_pressure: float = 0.0
+    memory_pressure: float = 0.0
+    heartbeat: float = 0.0
+    agent_ready: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    lost: bool = False
+
+
+def _epoch(stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+class ProcessController:
+    def __init__(
+        self, kube: Kube, placer: Placer, notify: Notify, heartbeat_grace: float = 30.0
+    ) -> None:
+        self.kube = kube
+        self.placer = placer
+        self.notify = notify
+        self.heartbeat_grace = heartbeat_grace
+        self.processes: dict[Key, ProcessInfo] = {}
+        self.nodes: dict[str, NodeInfo] = {}
+        self.pool = AgentPool(self.on_agent_event, self.on_agent_sync)
+        self.synced = False  # processes listed: orphans can be told apart
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ----- the model, fed by watches --------------------------------------
+
+    def upsert_process(self, body: Mapping[str, Any]) -> ProcessInfo:
+        fresh = ProcessInfo.from_body(body)
+        known = self.processes.get(fresh.key)
+        if known is not None and known.uid == fresh.uid:
+            # Our own in-memory decisions are ahead of the watch: keep them.
+            fresh.node = known.node if known.node is not None else fresh.node
+            fresh.phase = known.phase or fresh.phase
+        self.processes[fresh.key] = fresh
+        return fresh
+
+    def forget_process(self, key: Key, uid: str) -> None:
+        known = self.processes.get(key)
+        if known is not None and known.uid == uid:
+            del self.processes[key]
+            self._locks.pop(key, None)
+
+    def upsert_serverless_node(self, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        status = body.get("status") or {}
+        node = self.nodes.setdefault(name, NodeInfo(name))
+        node.endpoint = status.get("endpoint", "")
+        allocatable = status.get("allocatable") or {}
+        node.cpu_millis = cpu_millis(allocatable.get("cpu") or "0")
+        node.memory_bytes = memory_bytes(allocatable.get("memory") or "0")
+        pressure = status.get("pressure") or {}
+        node.cpu_pressure = float(pressure.get("cpuSomeAvg10", 0.0))
+        node.memory_pressure = float(pressure.get("memorySomeAvg10", 0.0))
+        node.heartbeat = _epoch(status.get("lastHeartbeat"))
+        ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+        node.agent_ready = bool(ready) and ready[0].get("status") == "True"
+        if node.endpoint:
+            self.pool.set_endpoint(name, node.endpoint)
+
+    def forget_serverless_node(self, name: str) -> None:
+        self.nodes.pop(name, None)
+        self.pool.remove(name)
+
+    def upsert_kube_node(self, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        node = self.nodes.setdefault(name, NodeInfo(name))
+        node.labels = dict(body["metadata"].get("labels") or {})
+        node.taints = tuple(
+            Taint(t.get("key", ""), t.get("value", ""), t.get("effect", "NoSchedule"))
+            for t in (body.get("spec") or {}).get("taints") or []
+        )
+
+    def node_views(self) -> list[NodeView]:
+        reserved: dict[str, list[int]] = {}
+        for info in self.processes.values():
+            if info.node and info.phase not in TERMINAL and not info.deleting:
+                request = request_of(info.spec)
+                totals = reserved.setdefault(info.node, [0, 0])
+                totals[0] += request.cpu_millis
+                totals[1] += request.memory_bytes
+        now = time.time()
+        return [
+            NodeView(
+                name=n.name,
+                ready=n.agent_ready
+                and bool(n.endpoint)
+                and not n.lost
+                and now - n.heartbeat <= self.heartbeat_grace,
+                cpu_millis=n.cpu_millis,
+                memory_bytes=n.memory_bytes,
+                reserved_cpu_millis=reserved.get(n.name, [0, 0])[0],
+                reserved_memory_bytes=reserved.get(n.name, [0, 0])[1],
+                cpu_pressure=n.cpu_pressure,
+                memory_pressure=n.memory_pressure,
+                labels=n.labels,
+                taints=n.taints,
+            )
+            for n in self.nodes.values()
+            if n.endpoint  # only nodes with an agent
+        ]
+
+    # ----- placing and starting -------------------------------------------
+
+    def _lock(self, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def _patch(self, info: ProcessInfo, status: dict[str, Any]) -> bool:
+        if "conditions" in status:
+            info.conditions = status["conditions"]
+        if "phase" in status:
+            info.phase = status["phase"]
+        return await self.kube.patch_process_status(info.namespace, info.name, status)
+
+    async def ensure(self, body: Mapping[str, Any]) -> None:
+        """Bring one process to running on some node; idempotent. Raises Retry."""
+        info = self.upsert_process(body)
+        async with self._lock(info.key):
+            info = self.processes.get(info.key, info)
+            if info.deleting or info.phase in TERMINAL:
+                return
+            if info.node is None:
+                await self._place(info)
+            assert info.node is not None
+            await self._start(info, info.node)
+
+    async def _place(self, info: ProcessInfo) -> None:
+        decision = self.placer.place(request_of(info.spec), self.node_views())
+        if decision.node is None:
+            if info.phase != "Unschedulable":
+                self.notify(info, "Warning", "FailedScheduling", decision.reason)
+            await self._patch(
+                info,
+                {
+                    "phase": "Unschedulable",
+                    "reason": "Unschedulable",
+                    "message": decision.reason,
+                    "observedGeneration": info.generation,
+                    "conditions": set_condition(
+                        info.conditions, "Scheduled", False, "Unschedulable", decision.reason
+                    ),
+                },
+            )
+            raise Retry(decision.reason)
+        # Decide, record, then act (see the module docstring).
+        info.node = decision.node
+        await self._patch(
+            info,
+            {
+                "phase": "Scheduled",
+                "node": decision.node,
+                "reason": "Scheduled",
+                "message": "",
+                "observedGeneration": info.generation,
+                "conditions": set_condition(
+                    info.conditions, "Scheduled", True, "Placed", f"on node {decision.node}"
+                ),
+            },
+        )
+        self.notify(info, "Normal", "Scheduled", f"placed on {decision.node}: {decision.reason}")
+
+    async def _start(self, info: ProcessInfo, node: str) -> None:
+        try:
+            stub = self.pool.stub(node)
+            request = start_request(info.namespace, info.name, info.uid, info.spec)
+            try:
+                process = await stub.StartProcess(request, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+                ref = pb.ProcessRef(namespace=info.namespace, name=info.name)
+                process = await stub.GetProcess(pb.GetProcessRequest(ref=ref), timeout=15)
+                if process.spec.owner.uid != info.uid:
+                    raise Retry(
+                        f"node {node} still runs an older process named {info.name}; "
+                        "waiting for it to be stopped"
+                    ) from exc
+        except AgentUnavailable as exc:
+            raise Retry(str(exc)) from exc
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ):
+                # This node cannot run it (a missing privilege, a limit above its size):
+                # say why and place it again.
+                message = f"node {node} refused the process: {exc.details()}"
+                self.notify(info, "Warning", "NodeRefused", message)
+                info.node = None
+                await self._patch(
+                    info,
+                    {"phase": "Pending", "node": None, "reason": "NodeRefused", "message": message},
+                )
+                raise Retry(message) from exc
+            raise Retry(f"agent on {node}: {exc.code().name}: {exc.details()}") from exc
+        await self._apply_agent_state(info, node, process)
+
+    async def _apply_agent_state(self, info: ProcessInfo, node: str, process: pb.Process) -> None:
+        before = info.phase
+        status = status_from_agent(process, node, info.conditions)
+        status["observedGeneration"] = info.generation
+        await self._patch(info, status)
+        if status["phase"] != before:
+            kind = "Warning" if status["phase"] == "Failed" else "Normal"
+            detail = f"pid {process.pid}" if process.pid else status["message"] or ""
+            self.notify(
+                info, kind, status["phase"], f"{status['phase']} on {node} {detail}".strip()
+            )
+
+    # ----- deleting --------------------------------------------------------
+
+    async def delete(self, body: Mapping[str, Any]) -> None:
+        """Stop the process on its node; done when the agent confirms it is gone.
+        Raises Retry while the agent is unreachable and the node not lost for good."""
+        info = ProcessInfo.from_body(body)
+        known = self.processes.get(info.key)
+        node = known.node if known is not None and known.uid == info.uid else info.node
+        if known is not None:
+            known.deleting = True
+        async with self._lock(info.key):
+            if node is not None and node in self.nodes and not self.nodes[node].lost:
+                ref = pb.ProcessRef(namespace=info.namespace, name=info.name)
+                try:
+                    current = await self.pool.stub(node).GetProcess(
+                        pb.GetProcessRequest(ref=ref), timeout=15
+                    )
+                    if current.spec.owner.uid == info.uid:
+                        await self.pool.stub(node).StopProcess(
+                            pb.StopProcessRequest(ref=ref), timeout=60
+                        )
+                except AgentUnavailable as exc:
+                    raise Retry(str(exc)) from exc
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.NOT_FOUND:
+                        raise Retry(f"agent on {node}: {exc.code().name}") from exc
+        self.forget_process(info.key, info.uid)
+
+    # ----- agents' reports -------------------------------------------------
+
+    async def on_agent_sync(self, node: str, processes: list[pb.Process]) -> None:
+        for process in processes:
+            await self.on_agent_event(node, process)
+
+    async def on_agent_event(self, node: str, process: pb.Process) -> None:
+        if process.state == pb.PROCESS_STATE_STOPPED:
+            return
+        key = (process.spec.owner.namespace, process.spec.name)
+        info = self.processes.get(key)
+        if info is None or info.uid != process.spec.owner.uid:
+            if self.synced:
+                await self._stop_stray(node, process, "its ServerlessProcess no longer exists")
+            return
+        if info.node is not None and info.node != node:
+            await self._stop_stray(node, process, f"it was placed again, on {info.node}")
+            return
+        if info.node is None or info.deleting:
+            return  # lost and being placed again, or being deleted: not ours to report
+        await self._apply_agent_state(info, node, process)
+
+    async def _stop_stray(self, node: str, process: pb.Process, why: str) -> None:
+        log.warning(
+            "stopping %s/%s on %s: %s", process.spec.owner.namespace, process.spec.name, node, why
+        )
+        ref = pb.ProcessRef(namespace=process.spec.owner.namespace, name=process.spec.name)
+        try:
+            await self.pool.stub(node).StopProcess(pb.StopProcessRequest(ref=ref), timeout=60)
+        except (AgentUnavailable, grpc.aio.AioRpcError) as exc:
+            log.warning("could not stop stray %s on %s: %s", ref.name, node, exc)
+
+    # ----- node loss and usage ---------------------------------------------
+
+    async def check_nodes(self) -> list[ProcessInfo]:
+        """Mark nodes whose agents stopped heartbeating; returns processes to place again."""
+        now = time.time()
+        again = []
+        for node in self.nodes.values():
+            if not node.endpoint:
+                continue
+            silent = now - node.heartbeat > self.heartbeat_grace
+            if silent and not node.lost:
+                node.lost = True
+                log.warning("node %s lost: no heartbeat for %.0fs", node.name, now - node.heartbeat)
+                again += await self._evacuate(node.name)
+            elif not silent and node.lost:
+                node.lost = False
+                log.info("node %s is back", node.name)
+        return again
+
+    async def _evacuate(self, node: str) -> list[ProcessInfo]:
+        again = []
+        message = f"node {node} stopped heartbeating for over {self.heartbeat_grace:.0f}s"
+        for info in list(self.processes.values()):
+            if info.node != node or info.phase in TERMINAL or info.deleting:
+                continue
+            conditions = set_condition(info.conditions, "NodeLost", True, "NodeLost", message)
+            conditions = set_condition(conditions, "Ready", False, "NodeLost", message)
+            self.notify(info, "Warning", "NodeLost", message)
+            if info.spec.get("restartPolicy", "Always") == "Never":
+                await self._patch(
+                    info,
+                    {
+                        "phase": "Failed",
+                        "reason": "NodeLost",
+                        "message": message,
+                        "conditions": conditions,
+                    },
+                )
+                continue
+            info.node = None
+            await self._patch(
+                info,
+                {
+                    "phase": "Pending",
+                    "node": None,
+                    "pid": None,
+                    "reason": "NodeLost",
+                    "message": message,
+                    "conditions": conditions,
+                },
+            )
+            again.append(info)
+        return again
+
+    async def refresh_usage(self) -> None:
+        for node in self.pool.nodes():
+            try:
+                stats = await self.pool.stub(node).GetNodeStats(
+                    pb.GetNodeStatsRequest(), timeout=10
+                )
+            except (AgentUnavailable, grpc.aio.AioRpcError):
+                continue
+            for s in stats.processes:
+                info = self.processes.get((s.ref.namespace, s.ref.name))
+                if info is None or info.node != node or info.deleting:
+                    continue
+                usage = {
+                    "cpu": f"{round(s.cpu_usage_cores * 1000)}m",
+                    "memory": format_bytes_approx(s.memory_current_bytes),
+                }
+                if usage != info.usage:
+                    info.usage = usage
+                    await self.kube.patch_process_status(
+                        info.namespace, info.name, {"usage": usage}
+                    )
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,173 @@
+"""Kopf handlers: translate watch events and lifecycle hooks into controller calls.
+
+Nothing here decides anything; see controller.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, cast
+
+import kopf
+
+from .api.schema import GROUP, VERSION
+from .config import OperatorConfig
+from .controller import ProcessController, ProcessInfo, Retry
+from .daemonset import manifest
+from .kube import NODES, PROCESSES, Kube
+from .placement import LeastPressure
+
+log = logging.getLogger(__name__)
+FINALIZER = "serverlessos.io/finalizer"
+
+
+class _State:
+    config: OperatorConfig
+    controller: ProcessController
+    wake: asyncio.Event
+    tasks: list[asyncio.Task[None]]
+
+
+state = _State()
+
+
+def _notify(info: ProcessInfo, type_: str, reason: str, message: str) -> None:
+    body = cast(kopf.Body, info.body)  # kopf only reads apiVersion, kind and metadata
+    kopf.event(body, type=type_, reason=reason, message=message)
+
+
+async def _every(seconds: float, what: str, action: Any, wake: asyncio.Event | None = None) -> None:
+    while True:
+        try:
+            await action()
+        except Exception:
+            log.exception("%s failed", what)
+        if wake is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), seconds)
+            wake.clear()
+
+
+async def _place_waiting() -> None:
+    """Retry processes that have no node: Unschedulable, refused, or their node was lost."""
+    ctrl = state.controller
+    for info in list(ctrl.processes.values()):
+        if info.node is None and not info.deleting and info.phase not in ("Succeeded", "Failed"):
+            body = {**info.body, "spec": info.spec, "status": {"phase": info.phase}}
+            body["metadata"] = {**body["metadata"], "generation": info.generation}
+            with contextlib.suppress(Retry):
+                await ctrl.ensure(body)
+
+
+async def _check_nodes() -> None:
+    if await state.controller.check_nodes():
+        state.wake.set()
+
+
+async def _apply_daemonset() -> None:
+    await state.controller.kube.apply_daemonset(
+        manifest(state.config), field_manager="serverlessos-operator"
+    )
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Silent watch hangs are kopf's most reported failure: bound every watch.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.persistence.finalizer = FINALIZER
+    # Status is ours (and pruned to the CRD's schema): keep kopf's state in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="serverlessos.io"
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="serverlessos.io"
+    )
+    settings.posting.level = logging.INFO
+    settings.batching.worker_limit = 64
+
+    state.config = OperatorConfig.from_env()
+    kube = Kube()
+    ctrl = ProcessController(kube, LeastPressure(), _notify, state.config.heartbeat_grace)
+    state.controller = ctrl
+    state.wake = asyncio.Event()
+    # Know every process before listening to agents, so strays are told apart.
+    for body in await kube.list_serverless_nodes():
+        ctrl.upsert_serverless_node(body)
+    for body in await kube.list_processes():
+        ctrl.upsert_process(body)
+    ctrl.synced = True
+    loop = asyncio.get_running_loop()
+    cfg = state.config
+    state.tasks = [
+        loop.create_task(
+            _every(cfg.retry_interval, "placing waiting processes", _place_waiting, state.wake)
+        ),
+        loop.create_task(_every(2.0, "checking node heartbeats", _check_nodes)),
+        loop.create_task(_every(cfg.usage_interval, "refreshing usage", ctrl.refresh_usage)),
+    ]
+    if cfg.manage_daemonset:
+        state.tasks.append(
+            loop.create_task(_every(60.0, "applying the agent DaemonSet", _apply_daemonset))
+        )
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    for task in state.tasks:
+        task.cancel()
+    await state.controller.close()
+
+
+@kopf.on.event(GROUP, VERSION, PROCESSES)
+def process_event(type: str, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        state.controller.forget_process(
+            (body["metadata"]["namespace"], body["metadata"]["name"]), body["metadata"]["uid"]
+        )
+    else:
+        state.controller.upsert_process(body)
+
+
+@kopf.on.create(GROUP, VERSION, PROCESSES)
+@kopf.on.resume(GROUP, VERSION, PROCESSES)
+async def ensure_process(body: kopf.Body, **_: Any) -> None:
+    try:
+        await state.controller.ensure(body)
+    except Retry as exc:
+        log.info(
+            "%s/%s: %s (retrying)", body["metadata"]["namespace"], body["metadata"]["name"], exc
+        )  # the placing loop retries it
+
+
+@kopf.on.delete(GROUP, VERSION, PROCESSES)
+async def delete_process(body: kopf.Body, **_: Any) -> None:
+    try:
+        await state.controller.delete(body)
+    except Retry as exc:
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+
+
+@kopf.on.event(GROUP, VERSION, NODES)
+def serverless_node_event(type: str, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        state.controller.forget_serverless_node(body["metadata"]["name"])
+    else:
+        state.controller.upsert_serverless_node(body)
+    state.wake.set()  # capacity may have appeared
+
+
+@kopf.on.event("", "v1", "nodes")
+def kube_node_event(type: str, body: kopf.Body, **_: Any) -> None:
+    if type != "DELETED":
+        state.controller.upsert_kube_node(body)
+
+
+@kopf.on.probe(id="processes")
+def probe_processes(**_: Any) -> int:
+    return len(state.controller.processes)
