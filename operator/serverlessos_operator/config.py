@@ -35,6 +35,7 @@ class OperatorConfig:
     heartbeat_grace: float = 30.0
     usage_interval: float = 10.0
     retry_interval: float = 5.0
+    metrics_port: int = 8081  # 0 = off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
@@ -55,4 +56,5 @@ class OperatorConfig:
             heartbeat_grace=float(env.get("SERVERLESSOS_HEARTBEAT_GRACE", cls.heartbeat_grace)),
             usage_interval=float(env.get("SERVERLESSOS_USAGE_INTERVAL", cls.usage_interval)),
             retry_interval=float(env.get("SERVERLESSOS_RETRY_INTERVAL", cls.retry_interval)),
+            metrics_port=int(env.get("SERVERLESSOS_METRICS_PORT", cls.metrics_port)),
         )

@@ -131,7 +131,13 @@ class ProcessController:
         self.pool = AgentPool(self.on_agent_event, self.on_agent_sync)
         self.synced = False  # processes listed: orphans can be told apart
         self._locks: dict[Key, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_placement: Callable[[bool], None] = lambda placed: None
+
+    def phase_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for info in self.processes.values():
+            counts[info.phase or "Pending"] = counts.get(info.phase or "Pending", 0) + 1
+        return counts
 
     # ----- the model, fed by watches --------------------------------------
 
@@ -236,6 +242,7 @@ class ProcessController:
 
     async def _place(self, info: ProcessInfo) -> None:
         decision = self.placer.place(request_of(info.spec), self.node_views())
+        self.on_placement(decision.node is not None)
         if decision.node is None:
             if info.phase != "Unschedulable":
                 self.notify(info, "Warning", "FailedScheduling", decision.reason)

@@ -17,6 +17,7 @@ from .config import OperatorConfig
 from .controller import ProcessController, ProcessInfo, Retry
 from .daemonset import manifest
 from .kube import NODES, PROCESSES, Kube
+from .metrics import OperatorMetrics
 from .placement import LeastPressure
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,13 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for body in await kube.list_processes():
         ctrl.upsert_process(body)
     ctrl.synced = True
+    metrics = OperatorMetrics()
+    ctrl.on_placement = lambda placed: metrics.placements.labels(
+        "placed" if placed else "unschedulable"
+    ).inc()
+    metrics.watch(ctrl.phase_counts, lambda: len(ctrl.pool.nodes()))
+    if state.config.metrics_port:
+        metrics.serve("0.0.0.0", state.config.metrics_port)
     loop = asyncio.get_running_loop()
     cfg = state.config
     state.tasks = [

@@ -1,0 +1,46 @@
+"""Operator metrics (`serverlessos_operator_*`), served on /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PHASES = ("Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed")
+
+
+class _Gauges(Collector):
+    def __init__(self, phases: Callable[[], dict[str, int]], agents: Callable[[], int]) -> None:
+        self.phases = phases
+        self.agents = agents
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self.phases()
+        family = GaugeMetricFamily(
+            "serverlessos_operator_processes", "ServerlessProcesses by phase.", labels=["phase"]
+        )
+        for phase in PHASES:
+            family.add_metric([phase], counts.get(phase, 0))
+        yield family
+        yield GaugeMetricFamily(
+            "serverlessos_operator_agents", "Node agents the operator follows.", value=self.agents()
+        )
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.placements = Counter(
+            "serverlessos_operator_placements",
+            "Placement decisions, by result (placed or unschedulable).",
+            labelnames=["result"],
+            registry=self.registry,
+        )
+
+    def watch(self, phases: Callable[[], dict[str, int]], agents: Callable[[], int]) -> None:
+        self.registry.register(_Gauges(phases, agents))
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
