@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_operator.api.v1alpha1 import ServerlessProcess
 from serverlessos_operator.config import OperatorConfig
