@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from serverlessos_operator.crdgen import render
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,8 +36,6 @@ def test_grpc_stubs_have_not_drifted(tmp_path: Path) -> None:
 
 
 def test_crds_have_not_drifted() -> None:
-    from serverlessos_operator.crdgen import render
-
     rendered = render()
     on_disk = {p.name for p in (ROOT / "crds").glob("*.yaml")}
     assert on_disk == set(rendered), "run `make crds`"

@@ -1,4 +1,4 @@
-"""The operator's plain code, called directly: placement, CR <-> agent mapping, DaemonSet, config."""
+"""The operator's plain code, called directly: placement, mapping, DaemonSet, config."""
 
 from __future__ import annotations
 
