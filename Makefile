@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint proto crds bench clean
+.PHONY: help venv up down test lint proto crds bench clean
 
 help:
+	@echo "make up     - a real local cluster (control plane + kwok nodes + agents + operator)"
+	@echo "make down   - remove everything make up made"
 	@echo "make test   - install what the tests need, then run the whole suite (CI)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make proto  - regenerate the gRPC stubs from node-agent/proto"
@@ -24,6 +26,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 venv: $(STAMP)
+
+up: $(STAMP)
+	@hack/up.sh
+
+down:
+	@hack/down.sh
 
 test: $(STAMP)
 	@hack/install-promtool.sh >/dev/null

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# `make up`: a real local ServerlessOS cluster, from a fresh machine.
+#
+# Python venv -> tools (control plane built from Go modules, etcd, kwok, helm;
+# cached by version in ~/.cache/serverlessos) -> control plane with N kwok nodes
+# -> CRDs -> one real agent per node in its own network namespace -> the
+# operator -> examples/. A warm second run takes seconds.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCAL="${SERVERLESSOS_LOCAL:-$REPO/.local}"
+NODES="${NODES:-3}"
+LOGS="$LOCAL/logs"
+mkdir -p "$LOGS"
+
+step() {
+  local name=$1; shift
+  local log="$LOGS/$name.log" started=$SECONDS
+  printf '==> %-12s ' "$name" >&2
+  if "$@" >"$log" 2>&1; then
+    printf 'ok (%ds)\n' $((SECONDS - started)) >&2
+  else
+    printf 'FAILED\n' >&2
+    tail -n 25 "$log" >&2
+    printf '\nerror: step "%s" failed; full log: %s\n' "$name" "$log" >&2
+    exit 1
+  fi
+}
+
+venv() { make -C "$REPO" --no-print-directory venv; }
+tools() { "$REPO/hack/install-tools.sh" > "$LOCAL/tools-bin"; }
+cluster() { "$REPO/hack/cluster.sh" up --nodes "$NODES"; }
+crds() {
+  kubectl apply --server-side -f "$REPO/crds/"
+  kubectl wait --for condition=established --timeout=60s crd/serverlessprocesses.serverlessos.io \
+    crd/serverlessnodes.serverlessos.io
+  kubectl create namespace serverlessos-system --dry-run=client -o yaml | kubectl apply -f -
+  kubectl -n serverlessos-system create serviceaccount serverlessos-agent --dry-run=client -o yaml \
+    | kubectl apply -f -
+}
+agents() { "$REPO/hack/agents.sh" up --nodes "$NODES" --kubeconfig "$KUBECONFIG"; }
+operator() { "$REPO/hack/operator.sh" start; }
+registered() {
+  local deadline=$((SECONDS + 60)) count
+  while true; do
+    count=$(kubectl get serverlessnodes -o name | wc -l)
+    [[ $count -ge $NODES ]] && break
+    (( SECONDS < deadline )) || { kubectl get serverlessnodes; return 1; }
+    sleep 0.5
+  done
+  kubectl get serverlessnodes
+}
+examples() { kubectl apply -f "$REPO/examples/"; }
+
+step venv venv
+step tools tools
+BIN="$(cat "$LOCAL/tools-bin")"
+export PATH="$BIN:$REPO/.venv/bin:$PATH"
+export KUBECONFIG="$LOCAL/kubeconfig"
+step cluster cluster
+step crds crds
+step agents agents
+step operator operator
+step nodes registered
+step examples examples
+
+cat >&2 <<EOT
+
+ServerlessOS is up: $NODES kwok nodes, each with a real agent; the operator runs locally.
+
+  export KUBECONFIG=$KUBECONFIG
+  export PATH=$BIN:$REPO/.venv/bin:\$PATH
+  kubectl get serverlessnodes
+  kubectl get sp                      # the example process: examples/process.yaml
+  kubectl sos logs -f counter
+  kubectl sos get -A
+
+Logs: $LOGS (steps), $LOCAL/operator.log, $LOCAL/agents/*/agent.log, $LOCAL/cluster/.
+Tear down with: make down
+EOT
