@@ -39,7 +39,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check node-agent/serverlessos_agent operator hack tests
+	$(VENV)/bin/ruff format --check node-agent/serverlessos_agent operator hack tests e2e
 	$(VENV)/bin/mypy
 
 proto: $(STAMP)

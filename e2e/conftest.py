@@ -1,0 +1,126 @@
+"""e2e fixtures: a cluster from KUBECONFIG (default: the local one `make up` made).
+
+Tests that kill the operator or an agent need the local cluster's process
+handles (hack/operator.sh, .local/agents); they skip on other clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL = Path(os.environ.get("SERVERLESSOS_LOCAL", REPO / ".local"))
+KUBECONFIG = os.environ.get("KUBECONFIG") or str(LOCAL / "kubeconfig")
+CACHE_BIN = Path(os.environ.get("SERVERLESSOS_CACHE", Path.home() / ".cache/serverlessos")) / "bin"
+IS_LOCAL = (LOCAL / "operator.pid").exists()
+ENV = {
+    **os.environ,
+    "KUBECONFIG": KUBECONFIG,
+    "PATH": f"{CACHE_BIN}:{REPO / '.venv/bin'}:{os.environ['PATH']}",
+}
+KWOK_TOLERATION = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+
+local_only = pytest.mark.skipif(not IS_LOCAL, reason="needs the local cluster made by `make up`")
+
+
+def run(
+    *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        list(args),
+        input=input,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def kubectl(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return run(shutil.which("kubectl", path=ENV["PATH"]) or "kubectl", *args, **kw)
+
+
+def get_json(*args: str) -> Any:
+    return json.loads(kubectl("get", *args, "-o", "json").stdout)
+
+
+def process_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "serverlessos.io/v1alpha1",
+        "kind": "ServerlessProcess",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"tolerations": KWOK_TOLERATION, **spec},
+    }
+
+
+def apply(*manifests: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)})
+    return kubectl("apply", "-f", "-", input=body, check=check)
+
+
+def wait_for(
+    what: Callable[[], Any], timeout: float = 30.0, every: float = 0.2, message: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = what()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s: {message} (last: {last!r})")
+
+
+def status_of(name: str, namespace: str) -> dict[str, Any]:
+    result = kubectl("get", "sp", name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return {}
+    return json.loads(result.stdout).get("status") or {}
+
+
+def agent_endpoint(node: str) -> str:
+    return str(get_json("serverlessnode", node)["status"]["endpoint"])
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl(
+        "delete",
+        "serverlessprocesses",
+        "--all",
+        "-n",
+        name,
+        "--wait=true",
+        "--timeout=90s",
+        check=False,
+    )
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_ready() -> None:
+    if not Path(KUBECONFIG).exists():
+        pytest.skip(f"no cluster: {KUBECONFIG} does not exist (run `make up`)")
+    nodes = wait_for(
+        lambda: get_json("serverlessnodes")["items"],
+        timeout=60,
+        message="no ServerlessNodes registered",
+    )
+    assert nodes

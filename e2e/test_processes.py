@@ -1,0 +1,229 @@
+"""ServerlessProcess end to end on a real API server, real agents, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+
+from .conftest import (
+    ENV,
+    LOCAL,
+    REPO,
+    agent_endpoint,
+    apply,
+    get_json,
+    kubectl,
+    local_only,
+    process_manifest,
+    run,
+    status_of,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _agent_get(node: str, namespace: str, name: str) -> pb.Process | None:
+    with grpc.insecure_channel(agent_endpoint(node)) as channel:
+        try:
+            return pb_grpc.AgentStub(channel).GetProcess(
+                pb.GetProcessRequest(ref=pb.ProcessRef(namespace=namespace, name=name)), timeout=10
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+
+def test_example_runs_within_10s_with_pid_usage_and_logs(namespace: str) -> None:
+    manifest = (REPO / "examples" / "process.yaml").read_text()
+    started = time.monotonic()
+    kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+    status = wait_for(
+        lambda: (s := status_of("counter", namespace)).get("phase") == "Running" and s,
+        timeout=10,
+        every=0.1,
+        message="counter Running",
+    )
+    assert time.monotonic() - started < 10
+    assert status["pid"] > 0 and status["node"]
+    ready = {c["type"]: c["status"] for c in status["conditions"]}
+    assert ready["Scheduled"] == "True" and ready["Ready"] == "True"
+    usage = wait_for(
+        lambda: status_of("counter", namespace).get("usage"), timeout=30, message="usage in status"
+    )
+    assert usage["memory"]
+    logs = wait_for(
+        lambda: (
+            "count 2" in (out := run("kubectl-sos", "-n", namespace, "logs", "counter").stdout)
+            and out
+        ),
+        timeout=15,
+        message="kubectl sos logs output",
+    )
+    assert logs.startswith("count 1\n")
+    table = run("kubectl-sos", "-n", namespace, "get").stdout
+    assert "counter" in table and "Running" in table and status["node"] in table
+    events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"Scheduled", "Running"} <= reasons
+
+
+def test_delete_stops_the_process_and_removes_its_cgroup(namespace: str) -> None:
+    apply(process_manifest("doomed", namespace, command=["sleep", "3600"]))
+    status = wait_for(
+        lambda: (s := status_of("doomed", namespace)).get("phase") == "Running" and s,
+        message="doomed Running",
+    )
+    node, pid = status["node"], status["pid"]
+    record = _agent_get(node, namespace, "doomed")
+    assert record is not None and record.pid == pid
+    cgroup = Path(record.cgroup)
+    assert cgroup.exists()
+    kubectl("delete", "sp", "doomed", "-n", namespace, "--timeout=60s")
+    assert _agent_get(node, namespace, "doomed") is None
+    assert not cgroup.exists()
+    assert not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"command": []}, "should have at least 1 items"),
+        ({"command": ["x"], "resources": {"memory": "lots"}}, "must be a quantity such as 256Mi"),
+        ({"command": ["x"], "resources": {"cpu": "-1"}}, "must be at least 10m"),
+        ({"command": ["x"], "restartPolicy": "Sometimes"}, 'Unsupported value: "Sometimes"'),
+        ({"command": ["x"], "workingDir": "relative"}, "should match '^/'"),
+    ],
+)
+def test_bad_specs_are_rejected_by_the_api_server(namespace: str, spec, words: str) -> None:
+    result = apply(process_manifest("bad", namespace, **spec), check=False)
+    assert result.returncode != 0
+    assert words in result.stderr, result.stderr
+
+
+def test_too_big_for_any_node_is_unschedulable_with_a_reason(namespace: str) -> None:
+    apply(
+        process_manifest(
+            "giant", namespace, command=["sleep", "1"], resources={"cpu": "1000", "memory": "64Mi"}
+        )
+    )
+    status = wait_for(
+        lambda: (s := status_of("giant", namespace)).get("phase") == "Unschedulable" and s,
+        message="giant Unschedulable",
+    )
+    assert "insufficient cpu" in status["message"]
+    cond = {c["type"]: c for c in status["conditions"]}["Scheduled"]
+    assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
+
+
+def test_ten_processes_spread_over_the_nodes(namespace: str) -> None:
+    nodes = [n["metadata"]["name"] for n in get_json("serverlessnodes")["items"]]
+    apply(
+        *(
+            process_manifest(
+                f"p{i}",
+                namespace,
+                command=["sleep", "3600"],
+                resources={"cpu": "100m", "memory": "16Mi"},
+            )
+            for i in range(10)
+        )
+    )
+    placed = wait_for(
+        lambda: (
+            (ss := [status_of(f"p{i}", namespace) for i in range(10)])
+            and all(s.get("phase") == "Running" for s in ss)
+            and ss
+        ),
+        timeout=60,
+        message="ten Running",
+    )
+    counts = {n: sum(1 for s in placed if s["node"] == n) for n in nodes}
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+@local_only
+def test_operator_kill9_during_a_burst_gives_each_process_exactly_once(namespace: str) -> None:
+    n = 12
+    apply(
+        *(
+            process_manifest(
+                f"b{i}",
+                namespace,
+                command=["sleep", "3600"],
+                resources={"cpu": "50m", "memory": "16Mi"},
+            )
+            for i in range(n)
+        )
+    )
+    time.sleep(0.3)  # somewhere in the middle of placing and starting them
+    run(str(REPO / "hack/operator.sh"), "kill9")
+    run(str(REPO / "hack/operator.sh"), "start")
+    wait_for(
+        lambda: all(status_of(f"b{i}", namespace).get("phase") == "Running" for i in range(n)),
+        timeout=90,
+        message="burst Running after operator restart",
+    )
+    seen: dict[str, list[str]] = {}
+    for node in get_json("serverlessnodes")["items"]:
+        name = node["metadata"]["name"]
+        with grpc.insecure_channel(node["status"]["endpoint"]) as channel:
+            listed = pb_grpc.AgentStub(channel).ListProcesses(
+                pb.ListProcessesRequest(namespace=namespace), timeout=10
+            )
+        for p in listed.processes:
+            seen.setdefault(p.spec.name, []).append(name)
+    assert sorted(seen) == sorted(f"b{i}" for i in range(n))
+    assert all(len(where) == 1 for where in seen.values()), seen
+    for i in range(n):
+        status = status_of(f"b{i}", namespace)
+        assert seen[f"b{i}"] == [status["node"]]
+        assert status["pid"] > 0
+
+
+@local_only
+def test_agent_kill9_and_restart_readopts_processes(namespace: str) -> None:
+    apply(process_manifest("steady", namespace, command=["sleep", "3600"]))
+    status = wait_for(
+        lambda: (s := status_of("steady", namespace)).get("phase") == "Running" and s,
+        message="steady Running",
+    )
+    node, pid = status["node"], status["pid"]
+    agent_dir = LOCAL / "agents" / node
+    agent_pid = int((agent_dir / "agent.pid").read_text())
+    os.kill(agent_pid, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            not Path(f"/proc/{agent_pid}").exists()
+            or "Z" in Path(f"/proc/{agent_pid}/stat").read_text().split()[2]
+        ),
+        timeout=10,
+    )
+    assert Path(f"/proc/{pid}").exists(), "the process outlives its agent"
+    subprocess.run(
+        [
+            str(REPO / "hack/agents.sh"),
+            "up",
+            "--nodes",
+            str(len(list((LOCAL / "agents").glob("kwok-node-*")))),
+        ],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    record = wait_for(lambda: _agent_get(node, namespace, "steady"), timeout=30)
+    assert record.pid == pid and record.state == pb.PROCESS_STATE_RUNNING
+    time.sleep(2)
+    after = status_of("steady", namespace)
+    assert after["phase"] == "Running" and after["pid"] == pid and after["node"] == node
