@@ -13,7 +13,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # int-or-string, as Kubernetes quantities are: `memory: 256Mi` or `memory: 1073741824`.
 _QUANTITY: dict[str, Any] = {
-    "anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 64}],
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
     "x-kubernetes-int-or-string": True,
 }
 
