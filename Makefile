@@ -47,6 +47,7 @@ proto: $(STAMP)
 
 crds: $(STAMP)
 	$(PY) -m serverlessos_operator.crdgen
+	hack/sync-chart-crds.sh
 
 bench: $(STAMP)
 	$(PY) hack/bench/agent.py $(BENCH_ARGS)

@@ -25,11 +25,6 @@ def test_helm_lint_is_clean() -> None:
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
 
 
-def test_chart_crds_are_the_generated_ones() -> None:
-    for crd in (REPO / "crds").glob("*.yaml"):
-        assert (CHART / "crds" / crd.name).read_text() == crd.read_text(), crd.name
-
-
 def test_rendered_chart_is_accepted_by_the_api_server() -> None:
     rendered = helm(
         "template",

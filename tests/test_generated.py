@@ -41,3 +41,10 @@ def test_crds_have_not_drifted() -> None:
     assert on_disk == set(rendered), "run `make crds`"
     for name, text in rendered.items():
         assert (ROOT / "crds" / name).read_text() == text, f"run `make crds`: {name} drifted"
+
+
+def test_chart_carries_the_generated_crds() -> None:
+    chart = ROOT / "charts" / "serverlessos" / "crds"
+    assert {p.name for p in chart.glob("*.yaml")} == set(render()), "run hack/sync-chart-crds.sh"
+    for name, text in render().items():
+        assert (chart / name).read_text() == text, f"run hack/sync-chart-crds.sh: {name} drifted"
