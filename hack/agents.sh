@@ -24,6 +24,14 @@ CGROUP_BASE=serverlessos
 say() { printf '  %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# A live (not zombie) agent process with that pid.
+alive() {
+  local pid=$1
+  [[ -r "/proc/$pid/stat" ]] || return 1
+  [[ "$(awk '{print $3}' "/proc/$pid/stat")" != Z ]] || return 1
+  grep -qa serverlessos-agent "/proc/$pid/cmdline"
+}
+
 node_name() { printf 'kwok-node-%d' "$1"; }
 node_ip() { printf '%s.%d' "$SUBNET" $((10 + $1)); }
 
@@ -67,10 +75,12 @@ start_agent() {
   ip=$(node_ip "$i")
   state="$DIR/$node"
   mkdir -p "$state"
-  if [[ -f "$state/agent.pid" ]] && kill -0 "$(cat "$state/agent.pid")" 2>/dev/null; then
+  if [[ -f "$state/agent.pid" ]] && alive "$(cat "$state/agent.pid")"; then
     return 0
   fi
-  ip netns exec "$ns" setsid "$AGENT" serve \
+  rm -f "$state/state/agent.json"  # left by a killed agent; its presence means ready
+  # nsenter, not "ip netns exec": that remounts /sys, hiding the cgroup hierarchies.
+  nsenter --net="/var/run/netns/$ns" setsid "$AGENT" serve \
     --node-name "$node" \
     --listen "$ip:7420" --metrics-listen "$ip:7421" \
     --state-dir "$state/state" \
@@ -86,7 +96,7 @@ wait_ready() {
   state="$DIR/$node"
   deadline=$((SECONDS + 30))
   until [[ -f "$state/state/agent.json" ]]; do
-    if ! kill -0 "$(cat "$state/agent.pid")" 2>/dev/null; then
+    if ! alive "$(cat "$state/agent.pid")"; then
       tail -n 20 "$state/agent.log" >&2
       die "agent for $node exited; log: $state/agent.log"
     fi
@@ -155,7 +165,7 @@ status() {
   local pidfile
   for pidfile in "$DIR"/*/agent.pid; do
     [[ -f "$pidfile" ]] || { echo "no agents"; return 0; }
-    if kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if alive "$(cat "$pidfile")"; then
       echo "$(basename "$(dirname "$pidfile")"): running"
     else
       echo "$(basename "$(dirname "$pidfile")"): stopped"

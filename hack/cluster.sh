@@ -26,6 +26,11 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(cd "$here/.." && pwd -P)
 local_dir=${SERVERLESSOS_LOCAL:-$repo/.local}
+# Where the API server listens, and extra SANs for its certificate. The local
+# cluster's agents run in network namespaces and reach it over a bridge, so
+# `make up` sets 0.0.0.0 and the bridge address.
+apiserver_bind=${SERVERLESSOS_APISERVER_BIND:-127.0.0.1}
+apiserver_extra_sans=${SERVERLESSOS_APISERVER_SANS:-}
 cache_bin=${SERVERLESSOS_CACHE:-${HOME:?HOME is not set}/.cache/serverlessos}/bin
 
 # Ranges inside the (fake) cluster.
@@ -85,7 +90,8 @@ start() {
     local name=$1
     shift
     log "starting $name (log: $logs/$name.log)"
-    setsid nohup "$bin/$name" "$@" >"$logs/$name.log" 2>&1 </dev/null &
+    # 9>&-: the children must not inherit (and so hold forever) the lock.
+    setsid nohup "$bin/$name" "$@" >"$logs/$name.log" 2>&1 </dev/null 9>&- &
     printf '%s\n' "$!" >"$pids/$name.pid"
 }
 
@@ -209,6 +215,7 @@ gen_pki() {
     mkdir -p "$pki" && chmod 700 "$pki"
     sans="DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
     sans+=",DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:::1,IP:$service_ip"
+    [[ -z $apiserver_extra_sans ]] || sans+=",$apiserver_extra_sans"
     gen_ca ca kubernetes-ca &&
         gen_ca front-proxy-ca front-proxy-ca &&
         gen_cert ca apiserver /CN=kube-apiserver serverAuth "$sans" &&
@@ -386,7 +393,7 @@ cluster_up() {
 
     start kube-apiserver \
         --etcd-servers="http://127.0.0.1:$etcd_port" \
-        --bind-address=127.0.0.1 \
+        --bind-address="$apiserver_bind" \
         --secure-port="$apiserver_port" \
         --tls-cert-file="$pki/apiserver.crt" \
         --tls-private-key-file="$pki/apiserver.key" \
@@ -449,15 +456,16 @@ cluster_up() {
     # kwok: its own work dir, so no ~/.kwok/kwok.yaml is read; no Stage
     # configuration, so it uses its built-in default stages (node initialize +
     # heartbeat, pod ready/complete/delete).
-    log "starting kwok (log: $logs/kwok.log)"
-    KWOK_WORKDIR=$cluster/kwok setsid nohup "$bin/kwok" \
+    # (bash exports a variable assigned before a function call to the
+    # commands that function runs.) --node-ip: the nodes' InternalIP and the
+    # pods' hostIP; loopback, so nothing ever talks to a made-up address.
+    KWOK_WORKDIR=$cluster/kwok start kwok \
         --kubeconfig="$cluster/kubeconfigs/kwok.kubeconfig" \
         --manage-all-nodes=false \
         --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+        --node-ip=127.0.0.1 \
         --cidr="$kwok_fallback_cidr" \
-        --node-lease-duration-seconds=40 \
-        >"$logs/kwok.log" 2>&1 </dev/null &
-    printf '%s\n' "$!" >"$pids/kwok.pid"
+        --node-lease-duration-seconds=40
 
     if command -v curl >/dev/null 2>&1; then
         wait_for kube-controller-manager 60 https_ok "$kcm_port" /healthz

@@ -29,7 +29,11 @@ step() {
 
 venv() { make -C "$REPO" --no-print-directory venv; }
 tools() { "$REPO/hack/install-tools.sh" > "$LOCAL/tools-bin"; }
-cluster() { "$REPO/hack/cluster.sh" up --nodes "$NODES"; }
+cluster() {
+  # Agents live in network namespaces and reach the API server over the bridge.
+  SERVERLESSOS_APISERVER_BIND=0.0.0.0 SERVERLESSOS_APISERVER_SANS=IP:10.77.0.1 \
+    "$REPO/hack/cluster.sh" up --nodes "$NODES"
+}
 crds() {
   kubectl apply --server-side -f "$REPO/crds/"
   kubectl wait --for condition=established --timeout=60s crd/serverlessprocesses.serverlessos.io \

@@ -63,7 +63,7 @@ def node_status(
             "memorySomeAvg10": sample.memory_pressure.some_avg10,
             "ioSomeAvg10": sample.io_pressure.some_avg10,
             "cpuFree": f"{cpu_free_millis}m",
-            "memoryFree": str(sample.memory_available),
+            "memoryFree": f"{sample.memory_available // 2**20}Mi",
         },
         "processes": processes,
         "lastHeartbeat": now,

@@ -89,7 +89,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="serverlessos.io"
     )
-    settings.posting.level = logging.INFO
+    # Post our own Events (kopf.event); kopf's per-handler chatter only when it is a problem.
+    settings.posting.level = logging.WARNING
     settings.batching.worker_limit = 64
 
     state.config = OperatorConfig.from_env()

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     logging.getLogger("serverlessos_operator").setLevel(logging.INFO)
+    if not args.verbose:  # "Handler ... succeeded" for every watch event is noise at scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     assert handlers.state is not None  # registers the handlers
     # standalone: one replica (the Deployment is Recreate), no peering CRDs needed.
     kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from serverlessos_agent.metrics import serve_registry
 
 PHASES = ("Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed")
 
@@ -42,5 +43,5 @@ class OperatorMetrics:
     def watch(self, phases: Callable[[], dict[str, int]], agents: Callable[[], int]) -> None:
         self.registry.register(_Gauges(phases, agents))
 
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> int:
+        return serve_registry(self.registry, host, port)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..agent import AgentConfig, run
+from ..errors import FailedPrecondition
 from ..quantity import QuantityError, parse_bytes
 from ..restart import Backoff
 from . import ctl
@@ -93,7 +94,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(run(config))
-    except ValueError as exc:
+    except (ValueError, FailedPrecondition) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
