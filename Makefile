@@ -34,8 +34,7 @@ down:
 	@hack/down.sh
 
 test: $(STAMP)
-	@hack/install-promtool.sh >/dev/null
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@hack/test.sh $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
