@@ -90,9 +90,12 @@ class Registrar:
         self.api = client.CustomObjectsApi(api_client)
 
     def _beat(self, status: dict[str, Any]) -> None:
+        """One write per beat; the object is created only when it is missing."""
         name = self.facts.node_name
         try:
-            self.api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+            self.api.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURAL, name, {"status": status}
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -103,9 +106,9 @@ class Registrar:
                 "spec": {},
             }
             self.api.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
-        self.api.patch_cluster_custom_object_status(
-            GROUP, VERSION, PLURAL, name, {"status": status}
-        )
+            self.api.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURAL, name, {"status": status}
+            )
 
     async def run(self, interval: float, status: Callable[[], dict[str, Any]]) -> None:
         failing = False

@@ -66,6 +66,7 @@ class ProcessInfo:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, str] = field(default_factory=dict)
     deleting: bool = False
+    written: dict[str, Any] = field(default_factory=dict)  # the last status we patched
 
     @property
     def key(self) -> Key:
@@ -112,6 +113,21 @@ class NodeInfo:
     lost: bool = False
 
 
+def _usage_moved(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
+    """Worth a status write: first figures, or CPU off by 20m / 20 %, memory by 10 %.
+    (Every jitter would be a write per process per interval: API load for nothing.)"""
+    if not old:
+        return True
+    cpu_old, cpu_new = cpu_millis(old["cpu"]), cpu_millis(new["cpu"])
+    if abs(cpu_new - cpu_old) > max(20, cpu_old * 0.2):
+        return True
+    try:
+        mem_old, mem_new = memory_bytes(old["memory"]), memory_bytes(new["memory"])
+    except ValueError:
+        return old["memory"] != new["memory"]
+    return abs(mem_new - mem_old) > mem_old * 0.1
+
+
 def _epoch(stamp: str | None) -> float:
     if not stamp:
         return 0.0
@@ -148,6 +164,8 @@ class ProcessController:
             # Our own in-memory decisions are ahead of the watch: keep them.
             fresh.node = known.node if known.node is not None else fresh.node
             fresh.phase = known.phase or fresh.phase
+            fresh.written = known.written
+            fresh.usage = known.usage
         self.processes[fresh.key] = fresh
         return fresh
 
@@ -226,19 +244,36 @@ class ProcessController:
             info.conditions = status["conditions"]
         if "phase" in status:
             info.phase = status["phase"]
+        if all(info.written.get(k) == v for k, v in status.items()):
+            return True  # e.g. the agent's Started event after our own Running patch
+        info.written.update(status)
         return await self.kube.patch_process_status(info.namespace, info.name, status)
 
     async def ensure(self, body: Mapping[str, Any]) -> None:
         """Bring one process to running on some node; idempotent. Raises Retry."""
         info = self.upsert_process(body)
+        began = time.monotonic()
         async with self._lock(info.key):
+            waited = time.monotonic() - began
             info = self.processes.get(info.key, info)
             if info.deleting or info.phase in TERMINAL:
                 return
+            if info.node is not None and info.phase == "Running":
+                return  # started; its agent's stream keeps the status current
             if info.node is None:
                 await self._place(info)
+            placed = time.monotonic()
             assert info.node is not None
             await self._start(info, info.node)
+            log.info(
+                "%s/%s started on %s (lock %.0f ms, place %.0f ms, start %.0f ms)",
+                info.namespace,
+                info.name,
+                info.node,
+                waited * 1000,
+                (placed - began - waited) * 1000,
+                (time.monotonic() - placed) * 1000,
+            )
 
     async def _place(self, info: ProcessInfo) -> None:
         decision = self.placer.place(request_of(info.spec), self.node_views())

@@ -1,6 +1,8 @@
 """Kopf handlers: translate watch events and lifecycle hooks into controller calls.
 
-Nothing here decides anything; see controller.py.
+Nothing here decides anything; see controller.py. Every handler is async: kopf
+runs sync handlers in worker threads, and the controller (its dicts, its gRPC
+channels) lives on the event loop.
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, cast
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import kopf
 
@@ -29,14 +32,27 @@ class _State:
     controller: ProcessController
     wake: asyncio.Event
     tasks: list[asyncio.Task[None]]
+    events: set[asyncio.Task[None]]  # fire-and-forget tasks, kept so they are not collected
 
 
 state = _State()
 
 
 def _notify(info: ProcessInfo, type_: str, reason: str, message: str) -> None:
-    body = cast(kopf.Body, info.body)  # kopf only reads apiVersion, kind and metadata
-    kopf.event(body, type=type_, reason=reason, message=message)
+    """Post a Kubernetes Event without waiting for it (a lost Event is only a lost note).
+
+    Not kopf.event: that needs kopf's handler context, and agent reports arrive outside it.
+    """
+
+    async def post() -> None:
+        try:
+            await state.controller.kube.post_event(info.body, type_, reason, message)
+        except Exception as exc:
+            log.debug("could not post event %s for %s: %s", reason, info.key, exc)
+
+    task = asyncio.get_running_loop().create_task(post())
+    state.events.add(task)
+    task.add_done_callback(state.events.discard)
 
 
 async def _every(seconds: float, what: str, action: Any, wake: asyncio.Event | None = None) -> None:
@@ -54,10 +70,12 @@ async def _every(seconds: float, what: str, action: Any, wake: asyncio.Event | N
 
 
 async def _place_waiting() -> None:
-    """Retry processes that have no node: Unschedulable, refused, or their node was lost."""
+    """Retry processes not started yet: Unschedulable, refused, their node lost, or
+    placed but not confirmed running (the agent was unreachable)."""
     ctrl = state.controller
     for info in list(ctrl.processes.values()):
-        if info.node is None and not info.deleting and info.phase not in ("Succeeded", "Failed"):
+        waiting = info.node is None or info.phase in (None, "Pending", "Scheduled")
+        if waiting and not info.deleting and info.phase not in ("Succeeded", "Failed"):
             body = {**info.body, "spec": info.spec, "status": {"phase": info.phase}}
             body["metadata"] = {**body["metadata"], "generation": info.generation}
             with contextlib.suppress(Retry):
@@ -93,6 +111,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.batching.worker_limit = 64
 
+    # Kubernetes API calls run in threads (the official client is synchronous);
+    # a burst of creations needs more than the default handful.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
+    state.events = set()
     state.config = OperatorConfig.from_env()
     kube = Kube()
     ctrl = ProcessController(kube, LeastPressure(), _notify, state.config.heartbeat_grace)
@@ -134,24 +156,40 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PROCESSES)
-def process_event(type: str, body: kopf.Body, **_: Any) -> None:
+async def process_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """Every watch event of a ServerlessProcess; type None is the initial listing.
+
+    Creation is driven from here rather than from kopf's create/resume handlers:
+    those wait for kopf's finalizer round trip and write progress annotations,
+    extra API writes that cost seconds on a busy API server. The placing loop
+    retries what this does not finish.
+    """
     if type == "DELETED":
         state.controller.forget_process(
             (body["metadata"]["namespace"], body["metadata"]["name"]), body["metadata"]["uid"]
         )
-    else:
-        state.controller.upsert_process(body)
+        return
+    info = state.controller.upsert_process(body)
+    startable = info.node is None or info.phase in (None, "Pending", "Scheduled")
+    if type in ("ADDED", None) and startable and not info.deleting:
+        task = asyncio.get_running_loop().create_task(_ensure_now(dict(body)))
+        state.events.add(task)
+        task.add_done_callback(state.events.discard)
 
 
-@kopf.on.create(GROUP, VERSION, PROCESSES)
-@kopf.on.resume(GROUP, VERSION, PROCESSES)
-async def ensure_process(body: kopf.Body, **_: Any) -> None:
+async def _ensure_now(body: dict[str, Any]) -> None:
     try:
         await state.controller.ensure(body)
     except Retry as exc:
         log.info(
             "%s/%s: %s (retrying)", body["metadata"]["namespace"], body["metadata"]["name"], exc
-        )  # the placing loop retries it
+        )
+    except Exception:
+        log.exception(
+            "starting %s/%s failed; the placing loop retries",
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+        )
 
 
 @kopf.on.delete(GROUP, VERSION, PROCESSES)
@@ -163,7 +201,7 @@ async def delete_process(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, NODES)
-def serverless_node_event(type: str, body: kopf.Body, **_: Any) -> None:
+async def serverless_node_event(type: str, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
         state.controller.forget_serverless_node(body["metadata"]["name"])
     else:
@@ -172,11 +210,11 @@ def serverless_node_event(type: str, body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "nodes")
-def kube_node_event(type: str, body: kopf.Body, **_: Any) -> None:
+async def kube_node_event(type: str, body: kopf.Body, **_: Any) -> None:
     if type != "DELETED":
         state.controller.upsert_kube_node(body)
 
 
 @kopf.on.probe(id="processes")
-def probe_processes(**_: Any) -> int:
+async def probe_processes(**_: Any) -> int:
     return len(state.controller.processes)

@@ -6,6 +6,7 @@ The synchronous official client, run in threads, behind a small typed surface.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 from typing import Any, cast
 
@@ -18,14 +19,19 @@ PROCESSES = "serverlessprocesses"
 NODES = "serverlessnodes"
 
 
-def load_client() -> client.ApiClient:
+def load_client(pool_size: int = 32) -> client.ApiClient:
+    """In-cluster or KUBECONFIG credentials, with a connection pool as large as the
+    thread pool that uses it: a smaller pool drops connections under load, and
+    every new one costs the API server a TLS handshake."""
+    configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    api_client: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=os.environ.get("KUBECONFIG")
-    )
-    return api_client
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
 
 
 class Kube:
@@ -52,6 +58,33 @@ class Kube:
                 return False
             raise
         return True
+
+    async def post_event(
+        self, involved: dict[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about an object (what `kubectl describe` and `get events` show)."""
+        meta = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}."),
+            involved_object=client.V1ObjectReference(
+                api_version=involved["apiVersion"],
+                kind=involved["kind"],
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="serverlessos-operator"),
+            reporting_component="serverlessos-operator",
+            reporting_instance=os.environ.get("HOSTNAME", "serverlessos-operator"),
+        )
+        await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
 
     async def list_processes(self) -> list[dict[str, Any]]:
         result = cast(
