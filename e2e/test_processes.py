@@ -227,3 +227,47 @@ def test_agent_kill9_and_restart_readopts_processes(namespace: str) -> None:
     time.sleep(2)
     after = status_of("steady", namespace)
     assert after["phase"] == "Running" and after["pid"] == pid and after["node"] == node
+
+
+@local_only
+def test_node_loss_reschedules_and_the_stale_copy_is_stopped(namespace: str) -> None:
+    """An agent that stops heartbeating past the grace period (20 s locally): its
+    processes get NodeLost and run again elsewhere; when it comes back, the copy it
+    still runs is stopped, so there are never two."""
+    apply(
+        process_manifest("survivor", namespace, command=["sleep", "3600"]),
+        process_manifest("once", namespace, command=["sleep", "3600"], restartPolicy="Never"),
+    )
+    first = wait_for(
+        lambda: (s := status_of("survivor", namespace)).get("phase") == "Running" and s,
+        message="survivor Running",
+    )
+    lost_node, old_pid = first["node"], first["pid"]
+    wait_for(lambda: status_of("once", namespace).get("phase") == "Running")
+    agent_pid_file = LOCAL / "agents" / lost_node / "agent.pid"
+    os.kill(int(agent_pid_file.read_text()), signal.SIGSTOP)  # silent, but its processes live
+    try:
+        moved = wait_for(
+            lambda: (
+                (s := status_of("survivor", namespace)).get("phase") == "Running"
+                and s.get("node") not in (None, lost_node)
+                and s
+            ),
+            timeout=90,
+            message="survivor running on another node",
+        )
+        conditions = {c["type"]: c for c in moved["conditions"]}
+        assert conditions["NodeLost"]["status"] == "True"
+        once = status_of("once", namespace)
+        if once["node"] == lost_node:
+            assert (once["phase"], once["reason"]) == ("Failed", "NodeLost")
+    finally:
+        os.kill(int(agent_pid_file.read_text()), signal.SIGCONT)
+    # The old copy on the lost node is stopped once its agent reports again.
+    wait_for(
+        lambda: not Path(f"/proc/{old_pid}").exists(),
+        timeout=60,
+        message="the stale copy on the returning node stopped",
+    )
+    assert _agent_get(lost_node, namespace, "survivor") is None
+    assert status_of("survivor", namespace)["node"] == moved["node"]

@@ -81,6 +81,14 @@ class ProcessInfo:
             "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
         }
 
+    def to_body(self) -> dict[str, Any]:
+        """What from_body reads, as the operator last knew it."""
+        body = self.body
+        body["metadata"]["generation"] = self.generation
+        body["spec"] = self.spec
+        body["status"] = {"phase": self.phase, "node": self.node, "conditions": self.conditions}
+        return body
+
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ProcessInfo:
         meta, status = body["metadata"], body.get("status") or {}

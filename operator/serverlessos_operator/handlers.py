@@ -76,10 +76,8 @@ async def _place_waiting() -> None:
     for info in list(ctrl.processes.values()):
         waiting = info.node is None or info.phase in (None, "Pending", "Scheduled")
         if waiting and not info.deleting and info.phase not in ("Succeeded", "Failed"):
-            body = {**info.body, "spec": info.spec, "status": {"phase": info.phase}}
-            body["metadata"] = {**body["metadata"], "generation": info.generation}
             with contextlib.suppress(Retry):
-                await ctrl.ensure(body)
+                await ctrl.ensure(info.to_body())
 
 
 async def _check_nodes() -> None:
