@@ -103,6 +103,10 @@ def test_delete_stops_the_process_and_removes_its_cgroup(namespace: str) -> None
         ({"command": ["x"], "resources": {"cpu": "-1"}}, "must be at least 10m"),
         ({"command": ["x"], "restartPolicy": "Sometimes"}, 'Unsupported value: "Sometimes"'),
         ({"command": ["x"], "workingDir": "relative"}, "should match '^/'"),
+        (
+            {"command": ["x"], "tolerations": [{"operator": "Exists", "value": "v"}]},
+            "a toleration with operator Exists must not have a value",
+        ),
     ],
 )
 def test_bad_specs_are_rejected_by_the_api_server(namespace: str, spec, words: str) -> None:

@@ -122,7 +122,14 @@ async def run(config: AgentConfig) -> None:
             lambda: Snapshot(supervisor.list(), latest[0]),
         )
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(
+        options=[
+            # Let clients (the operator) ping idle streams to detect a dead node.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+    )
     pb_grpc.add_AgentServicer_to_server(
         AgentServicer(config.node_name, supervisor, metrics, lambda: latest[0]), server
     )

@@ -19,6 +19,15 @@ from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+# Pings find an agent that stopped answering (a frozen or partitioned node) even
+# when its stream is idle; the agent's server allows them (see its agent.py).
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
 OnEvent = Callable[[str, pb.Process], Awaitable[None]]
 OnSync = Callable[[str, list[pb.Process]], Awaitable[None]]
 
@@ -50,10 +59,17 @@ class AgentPool:
             return
         if current is not None:
             self._close(node)
-        channel = grpc.aio.insecure_channel(endpoint)
+        channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
         agent = _Agent(endpoint, channel, pb_grpc.AgentStub(channel))  # an AgentAsyncStub
         self._agents[node] = agent
         agent.task = asyncio.get_running_loop().create_task(self._follow(node, agent))
+
+    def resync(self, node: str) -> None:
+        """Follow the node's agent afresh, from a new list (e.g. after it was lost)."""
+        agent = self._agents.get(node)
+        if agent is not None:
+            self._close(node)
+            self.set_endpoint(node, agent.endpoint)
 
     def remove(self, node: str) -> None:
         if node in self._agents:

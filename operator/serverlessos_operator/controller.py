@@ -443,7 +443,10 @@ class ProcessController:
                 again += await self._evacuate(node.name)
             elif not silent and node.lost:
                 node.lost = False
-                log.info("node %s is back", node.name)
+                log.info("node %s is back; listing what its agent runs", node.name)
+                # Its processes were placed elsewhere meanwhile: the fresh list makes
+                # on_agent_event stop the copies it still runs (never two).
+                self.pool.resync(node.name)
         return again
 
     async def _evacuate(self, node: str) -> list[ProcessInfo]:

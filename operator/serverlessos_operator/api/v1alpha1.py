@@ -30,6 +30,23 @@ class Resources(Model):
 
 
 class Toleration(Model):
+    """As a Pod's; a rule spanning fields is checked by the API server (CEL)."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.operator != 'Exists' || self.value == ''",
+                    "message": "a toleration with operator Exists must not have a value",
+                },
+                {
+                    "rule": "self.key != '' || self.operator == 'Exists'",
+                    "message": "a toleration with an empty key must use operator Exists",
+                },
+            ]
+        }
+    }
+
     key: str = Field(default="", max_length=316)
     operator: Literal["Exists", "Equal"] = "Equal"
     value: str = Field(default="", max_length=63)
