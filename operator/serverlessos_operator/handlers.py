@@ -107,7 +107,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # Post our own Events (kopf.event); kopf's per-handler chatter only when it is a problem.
     settings.posting.level = logging.WARNING
-    settings.batching.worker_limit = 64
 
     # Kubernetes API calls run in threads (the official client is synchronous);
     # a burst of creations needs more than the default handful.
