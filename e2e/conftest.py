@@ -92,6 +92,18 @@ def status_of(name: str, namespace: str) -> dict[str, Any]:
     return json.loads(result.stdout).get("status") or {}
 
 
+def wait_phase(name: str, namespace: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The status once the process reaches the phase."""
+    return dict(
+        wait_for(
+            lambda: (s := status_of(name, namespace)).get("phase") == phase and s,
+            timeout=timeout,
+            every=0.1,
+            message=f"{namespace}/{name} {phase}",
+        )
+    )
+
+
 def agent_endpoint(node: str) -> str:
     return str(get_json("serverlessnode", node)["status"]["endpoint"])
 

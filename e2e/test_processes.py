@@ -27,6 +27,7 @@ from .conftest import (
     run,
     status_of,
     wait_for,
+    wait_phase,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,12 +49,7 @@ def test_example_runs_within_10s_with_pid_usage_and_logs(namespace: str) -> None
     manifest = (REPO / "examples" / "process.yaml").read_text()
     started = time.monotonic()
     kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
-    status = wait_for(
-        lambda: (s := status_of("counter", namespace)).get("phase") == "Running" and s,
-        timeout=10,
-        every=0.1,
-        message="counter Running",
-    )
+    status = wait_phase("counter", namespace, "Running", timeout=10)
     assert time.monotonic() - started < 10
     assert status["pid"] > 0 and status["node"]
     ready = {c["type"]: c["status"] for c in status["conditions"]}
@@ -80,10 +76,7 @@ def test_example_runs_within_10s_with_pid_usage_and_logs(namespace: str) -> None
 
 def test_delete_stops_the_process_and_removes_its_cgroup(namespace: str) -> None:
     apply(process_manifest("doomed", namespace, command=["sleep", "3600"]))
-    status = wait_for(
-        lambda: (s := status_of("doomed", namespace)).get("phase") == "Running" and s,
-        message="doomed Running",
-    )
+    status = wait_phase("doomed", namespace, "Running")
     node, pid = status["node"], status["pid"]
     record = _agent_get(node, namespace, "doomed")
     assert record is not None and record.pid == pid
@@ -121,10 +114,7 @@ def test_too_big_for_any_node_is_unschedulable_with_a_reason(namespace: str) -> 
             "giant", namespace, command=["sleep", "1"], resources={"cpu": "1000", "memory": "64Mi"}
         )
     )
-    status = wait_for(
-        lambda: (s := status_of("giant", namespace)).get("phase") == "Unschedulable" and s,
-        message="giant Unschedulable",
-    )
+    status = wait_phase("giant", namespace, "Unschedulable")
     assert "insufficient cpu" in status["message"]
     cond = {c["type"]: c for c in status["conditions"]}["Scheduled"]
     assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
@@ -198,10 +188,7 @@ def test_operator_kill9_during_a_burst_gives_each_process_exactly_once(namespace
 @local_only
 def test_agent_kill9_and_restart_readopts_processes(namespace: str) -> None:
     apply(process_manifest("steady", namespace, command=["sleep", "3600"]))
-    status = wait_for(
-        lambda: (s := status_of("steady", namespace)).get("phase") == "Running" and s,
-        message="steady Running",
-    )
+    status = wait_phase("steady", namespace, "Running")
     node, pid = status["node"], status["pid"]
     agent_dir = LOCAL / "agents" / node
     agent_pid = int((agent_dir / "agent.pid").read_text())
@@ -242,10 +229,7 @@ def test_node_loss_reschedules_and_the_stale_copy_is_stopped(namespace: str) -> 
         process_manifest("survivor", namespace, command=["sleep", "3600"]),
         process_manifest("once", namespace, command=["sleep", "3600"], restartPolicy="Never"),
     )
-    first = wait_for(
-        lambda: (s := status_of("survivor", namespace)).get("phase") == "Running" and s,
-        message="survivor Running",
-    )
+    first = wait_phase("survivor", namespace, "Running")
     lost_node, old_pid = first["node"], first["pid"]
     wait_for(lambda: status_of("once", namespace).get("phase") == "Running")
     agent_pid_file = LOCAL / "agents" / lost_node / "agent.pid"

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -24,37 +23,13 @@ import uuid
 from pathlib import Path
 
 import grpc
+from benchlib import CLK_TCK, cpu_ticks, machine, pct  # hack/bench/, beside this script
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos_agent.cgroup import cgroup_mounts
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 COMMAND = ["sleep", "3600"]
-
-
-def machine() -> str:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
-    return (
-        f"machine: {model}, {os.cpu_count()} CPUs, {mem} GiB, kernel {platform.release()}, "
-        f"Python {platform.python_version()}, load avg {os.getloadavg()[0]:.2f}"
-    )
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def rss_kib(pid: int, field: str = "Rss") -> int:
@@ -186,12 +161,9 @@ def main() -> None:
         helper_pct = (sum(cpu_ticks(h) for h in helpers) - helpers_before) / CLK_TCK / elapsed * 100
         listed = stub.ListProcesses(pb.ListProcessesRequest(), timeout=10).processes
         shims = [p for p in listed if p.state == pb.PROCESS_STATE_RUNNING]
-        shim_pss = 0
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if b"serverlessos_agent.shim" in (entry / "cmdline").read_bytes():
-                        shim_pss += rss_kib(int(entry.name), "Pss")
+        # This agent's fork server and its shims (its children), not other agents' ones.
+        ours = [*helpers, *(child for h in helpers for child in children_of(h))]
+        shim_pss = sum(rss_kib(pid, "Pss") for pid in ours if Path(f"/proc/{pid}").exists())
         print(f"\nSupervising {len(shims)} idle processes for {elapsed:.0f} s, stats every 2 s:")
         print(f"  agent CPU              {agent_pct:6.2f} % of one core   (target < 2 %)")
         print(f"  fork server CPU        {helper_pct:6.2f} % of one core")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -23,39 +22,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchlib import CLK_TCK, cpu_ticks, machine, pct  # hack/bench/, beside this script
 from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = Path(os.environ.get("SERVERLESSOS_LOCAL", REPO / ".local"))
 GROUP, VERSION, PLURAL = "serverlessos.io", "v1alpha1", "serverlessprocesses"
 TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    return (
-        f"machine: {model}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
-        f"Python {platform.python_version()}, load avg {os.getloadavg()[0]:.2f}"
-    )
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def proc_sample(pid: int) -> tuple[int, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return int(fields[11]) + int(fields[12]), rss
+    return cpu_ticks(pid), rss
 
 
 class Watcher(threading.Thread):
