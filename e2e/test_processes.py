@@ -259,3 +259,17 @@ def test_node_loss_reschedules_and_the_stale_copy_is_stopped(namespace: str) -> 
     )
     assert _agent_get(lost_node, namespace, "survivor") is None
     assert status_of("survivor", namespace)["node"] == moved["node"]
+
+
+def test_nodes_publish_capabilities_and_pressure() -> None:
+    for node in get_json("serverlessnodes")["items"]:
+        status = node["status"]
+        caps = status["capabilities"]
+        assert caps["cgroupVersion"] in ("v1", "v2") and caps["pidNamespaces"] is True
+        criu = caps.get("criu")
+        if criu is not None:  # the local cluster's agents have CRIU 4 (hack/install-criu.sh)
+            assert criu["usable"], criu["problem"]
+            assert int(criu["version"].split(".")[0]) >= 4
+        assert status["allocatable"]["cpu"] and status["pressure"]["memoryFree"].endswith("Mi")
+        ready = {c["type"]: c["status"] for c in status["conditions"]}
+        assert ready["Ready"] == "True"

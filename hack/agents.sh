@@ -19,6 +19,7 @@ BRIDGE=sos-br0
 SUBNET=10.77.0
 GATEWAY="$SUBNET.1"
 AGENT="$REPO/.venv/bin/serverlessos-agent"
+CRIU="${SERVERLESSOS_CACHE:-$HOME/.cache/serverlessos}/bin/criu"  # hack/install-criu.sh
 CGROUP_BASE=serverlessos
 
 say() { printf '  %s\n' "$*" >&2; }
@@ -86,6 +87,7 @@ start_agent() {
     --state-dir "$state/state" \
     --cgroup-root "$CGROUP_BASE/$node" \
     --kubeconfig "$kubeconfig" --heartbeat-interval 5s \
+    --criu "$CRIU" \
     >>"$state/agent.log" 2>&1 </dev/null &
   echo $! > "$state/agent.pid"
 }

@@ -28,7 +28,10 @@ step() {
 }
 
 venv() { make -C "$REPO" --no-print-directory venv; }
-tools() { "$REPO/hack/install-tools.sh" > "$LOCAL/tools-bin"; }
+tools() {
+  "$REPO/hack/install-tools.sh" > "$LOCAL/tools-bin"
+  "$REPO/hack/install-criu.sh"  # agents detect it and publish it in their ServerlessNodes
+}
 cluster() {
   # Agents live in network namespaces and reach the API server over the bridge.
   SERVERLESSOS_APISERVER_BIND=0.0.0.0 SERVERLESSOS_APISERVER_SANS=IP:10.77.0.1 \

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
-from . import __version__
+from . import __version__, criu
 from .cgroup import detect
 from .errors import FailedPrecondition
 from .events import EventLog
@@ -49,6 +49,7 @@ class AgentConfig:
     backoff: Backoff = field(default_factory=Backoff)
     log_max_bytes: int = 10 * 2**20
     log_keep: int = 1
+    criu: str = "criu"
     # Kubernetes registration (ServerlessNode): off unless one of these is set.
     kubeconfig: str | None = None
     in_cluster: bool = False
@@ -170,7 +171,17 @@ async def run(config: AgentConfig) -> None:
                 "--advertise-address HOST:PORT is needed when listening on all addresses, "
                 "so the operator knows where to reach this agent"
             )
-        facts = NodeFacts(config.node_name, advertise, driver.version, not problems)
+        criu_info = await asyncio.to_thread(criu.detect, config.criu)
+        if criu_info is None:
+            log.info("no CRIU (%s) on this node: processes cannot be migrated", config.criu)
+        else:
+            log.info(
+                "CRIU %s at %s: %s",
+                criu_info.version,
+                criu_info.path,
+                ", ".join(criu_info.features) if criu_info.usable else criu_info.problem,
+            )
+        facts = NodeFacts(config.node_name, advertise, driver.version, not problems, criu_info)
         registrar = Registrar(facts, config.kubeconfig)
         tasks.append(
             loop.create_task(

@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import __version__
+from .criu import CriuInfo
 from .quantity import format_bytes, format_cpu
 from .stats import NodeSample
 
@@ -33,6 +34,7 @@ class NodeFacts:
     endpoint: str
     cgroup_version: str
     pid_namespaces: bool
+    criu: CriuInfo | None = None
 
 
 def _now() -> str:
@@ -55,6 +57,18 @@ def node_status(
         "capabilities": {
             "cgroupVersion": facts.cgroup_version,
             "pidNamespaces": facts.pid_namespaces,
+            **(
+                {
+                    "criu": {
+                        "version": facts.criu.version,
+                        "usable": facts.criu.usable,
+                        "features": facts.criu.features,
+                        "problem": facts.criu.problem,
+                    }
+                }
+                if facts.criu
+                else {}
+            ),
         },
         "capacity": capacity,
         "allocatable": capacity,

@@ -115,8 +115,14 @@ class Capacity(Model):
 
 
 class Criu(Model):
+    """CRIU on the node, as its agent detected it (absent: no CRIU)."""
+
     version: str = ""
-    features: list[str] = Field(default_factory=list)
+    usable: bool = False
+    features: list[str] = Field(
+        default_factory=list, description="lazy-pages (post-copy), dirty-tracking (pre-copy)"
+    )
+    problem: str = ""
 
 
 class Capabilities(Model):

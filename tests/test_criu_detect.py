@@ -1,0 +1,62 @@
+"""CRIU detection (published in ServerlessNode capabilities), with the real CRIU 4
+that hack/install-criu.sh installs (Debian trixie's, through a private prefix)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from serverlessos_agent import criu
+from serverlessos_agent.registration import NodeFacts, node_status
+from serverlessos_agent.stats import NodeSample, Pressure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def criu_binary() -> str:
+    out = subprocess.run(
+        [str(ROOT / "hack" / "install-criu.sh")], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def test_version_parsing() -> None:
+    assert criu.parse_version("Version: 4.1.1\n") == "4.1.1"
+    assert criu.parse_version("Version: 3.17\nGitID: v3.17\n") == "3.17"
+    assert criu.parse_version("nothing here") is None
+
+
+def test_no_criu_is_none() -> None:
+    assert criu.detect("/no/such/criu") is None
+
+
+def test_real_criu_is_detected_with_its_features(criu_binary: str) -> None:
+    info = criu.detect(criu_binary)
+    assert info is not None
+    assert int(info.version.split(".")[0]) >= 4
+    assert info.usable, info.problem
+    # PLATFORM.md: lazy pages (userfaultfd) work here; soft-dirty tracking is not in this kernel.
+    assert "lazy-pages" in info.features
+    assert "dirty-tracking" not in info.features
+
+
+def test_capabilities_carry_criu() -> None:
+    info = criu.CriuInfo("/x/criu", "4.1.1", True, ["lazy-pages"])
+    sample = NodeSample(
+        time.time(), 2000, 0.5, 8 * 2**30, 4 * 2**30, Pressure(), Pressure(), Pressure()
+    )
+    status = node_status(NodeFacts("n1", "10.0.0.1:7420", "v1", True, info), sample, 3, True)
+    assert status["capabilities"]["criu"] == {
+        "version": "4.1.1",
+        "usable": True,
+        "features": ["lazy-pages"],
+        "problem": "",
+    }
+    assert status["allocatable"] == {"cpu": "2", "memory": "8Gi"}
+    assert status["pressure"]["cpuFree"] == "1500m"
+    assert (
+        "criu" not in node_status(NodeFacts("n1", "e", "v1", True), sample, 0, True)["capabilities"]
+    )
