@@ -273,3 +273,81 @@ def test_nodes_publish_capabilities_and_pressure() -> None:
         assert status["allocatable"]["cpu"] and status["pressure"]["memoryFree"].endswith("Mi")
         ready = {c["type"]: c["status"] for c in status["conditions"]}
         assert ready["Ready"] == "True"
+
+
+def test_resources_change_live_and_what_runs_is_immutable(namespace: str) -> None:
+    apply(
+        process_manifest(
+            "elastic",
+            namespace,
+            command=["python3", "-c", "b = bytearray(40 * 2**20); import time; time.sleep(3600)"],
+            resources={"cpu": "100m", "memory": "128Mi"},
+        )
+    )
+    status = wait_phase("elastic", namespace, "Running")
+    node, pid = status["node"], status["pid"]
+    kubectl(
+        "patch",
+        "sp",
+        "elastic",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"resources": {"cpu": "300m", "memory": "256Mi"}}}',
+    )
+
+    def applied() -> dict | None:
+        s = status_of("elastic", namespace)
+        conds = {c["type"]: c for c in s.get("conditions", [])}
+        ok = conds.get("ResourcesApplied", {}).get("status") == "True"
+        return s if ok else None
+
+    after = wait_for(applied, timeout=30, message="ResourcesApplied")
+    assert after["pid"] == pid and after["node"] == node, "the same process, resized in place"
+    record = _agent_get(node, namespace, "elastic")
+    assert record is not None
+    assert (record.spec.resources.cpu_millis, record.spec.resources.memory_bytes) == (
+        300,
+        256 * 2**20,
+    )
+    assert (
+        after["observedGeneration"]
+        == get_json("sp", "elastic", "-n", namespace)["metadata"]["generation"]
+    )
+
+    # Below what it uses: refused by the agent, reported, and the process keeps running.
+    time.sleep(1)
+    kubectl(
+        "patch",
+        "sp",
+        "elastic",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"resources": {"memory": "16Mi"}}}',
+    )
+
+    def refused() -> dict | None:
+        conds = {c["type"]: c for c in status_of("elastic", namespace).get("conditions", [])}
+        cond = conds.get("ResourcesApplied", {})
+        return cond if cond.get("status") == "False" else None
+
+    cond = wait_for(refused, timeout=30, message="resize refused")
+    assert "below" in cond["message"]
+    assert status_of("elastic", namespace)["phase"] == "Running"
+
+    result = kubectl(
+        "patch",
+        "sp",
+        "elastic",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"command": ["sleep", "1"]}}',
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "is immutable: delete and re-create" in result.stderr

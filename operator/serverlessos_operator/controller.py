@@ -67,6 +67,7 @@ class ProcessInfo:
     usage: dict[str, str] = field(default_factory=dict)
     deleting: bool = False
     written: dict[str, Any] = field(default_factory=dict)  # the last status we patched
+    resize_pending: bool = False  # spec.resources changed and not yet applied on the node
 
     @property
     def key(self) -> Key:
@@ -174,6 +175,11 @@ class ProcessController:
             fresh.phase = known.phase or fresh.phase
             fresh.written = known.written
             fresh.usage = known.usage
+            fresh.resize_pending = known.resize_pending or (
+                fresh.generation > known.generation
+                and (fresh.spec.get("resources") != known.spec.get("resources"))
+                and fresh.node is not None
+            )
         self.processes[fresh.key] = fresh
         return fresh
 
@@ -365,6 +371,64 @@ class ProcessController:
             detail = f"pid {process.pid}" if process.pid else status["message"] or ""
             self.notify(
                 info, kind, status["phase"], f"{status['phase']} on {node} {detail}".strip()
+            )
+
+    # ----- resizing --------------------------------------------------------
+
+    async def apply_resources(self, key: Key) -> None:
+        """Push changed spec.resources to the running process's cgroup (live).
+
+        Success or refusal (e.g. memory below what the process uses) shows in the
+        ResourcesApplied condition; an unreachable agent is retried by the placing loop.
+        """
+        info = self.processes.get(key)
+        if info is None:
+            return
+        async with self._lock(key):
+            if not info.resize_pending or info.node is None or info.deleting:
+                return
+            if info.phase in TERMINAL:
+                info.resize_pending = False
+                return
+            request = request_of(info.spec)
+            ref = pb.ProcessRef(namespace=info.namespace, name=info.name)
+            resources = pb.Resources(
+                cpu_millis=request.cpu_millis, memory_bytes=request.memory_bytes
+            )
+            wanted = (
+                f"cpu {info.spec['resources']['cpu']}, memory {info.spec['resources']['memory']}"
+            )
+            try:
+                await self.pool.stub(info.node).UpdateResources(
+                    pb.UpdateResourcesRequest(ref=ref, resources=resources), timeout=15
+                )
+            except AgentUnavailable:
+                return  # retried
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    return  # retried
+                info.resize_pending = False
+                message = f"{wanted} refused by node {info.node}: {exc.details()}"
+                self.notify(info, "Warning", "ResizeRefused", message)
+                await self._patch(
+                    info,
+                    {
+                        "conditions": set_condition(
+                            info.conditions, "ResourcesApplied", False, "Refused", message
+                        )
+                    },
+                )
+                return
+            info.resize_pending = False
+            self.notify(info, "Normal", "Resized", f"{wanted} applied on {info.node}")
+            await self._patch(
+                info,
+                {
+                    "observedGeneration": info.generation,
+                    "conditions": set_condition(
+                        info.conditions, "ResourcesApplied", True, "Applied", wanted
+                    ),
+                },
             )
 
     # ----- deleting --------------------------------------------------------

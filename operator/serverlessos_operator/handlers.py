@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -50,9 +51,7 @@ def _notify(info: ProcessInfo, type_: str, reason: str, message: str) -> None:
         except Exception as exc:
             log.debug("could not post event %s for %s: %s", reason, info.key, exc)
 
-    task = asyncio.get_running_loop().create_task(post())
-    state.events.add(task)
-    task.add_done_callback(state.events.discard)
+    _background(post())
 
 
 async def _every(seconds: float, what: str, action: Any, wake: asyncio.Event | None = None) -> None:
@@ -74,6 +73,8 @@ async def _place_waiting() -> None:
     placed but not confirmed running (the agent was unreachable)."""
     ctrl = state.controller
     for info in list(ctrl.processes.values()):
+        if info.resize_pending:
+            await ctrl.apply_resources(info.key)
         waiting = info.node is None or info.phase in (None, "Pending", "Scheduled")
         if waiting and not info.deleting and info.phase not in ("Succeeded", "Failed"):
             with contextlib.suppress(Retry):
@@ -167,11 +168,17 @@ async def process_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         )
         return
     info = state.controller.upsert_process(body)
+    if info.resize_pending:
+        _background(state.controller.apply_resources(info.key))
     startable = info.node is None or info.phase in (None, "Pending", "Scheduled")
     if type in ("ADDED", None) and startable and not info.deleting:
-        task = asyncio.get_running_loop().create_task(_ensure_now(dict(body)))
-        state.events.add(task)
-        task.add_done_callback(state.events.discard)
+        _background(_ensure_now(dict(body)))
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    state.events.add(task)
+    task.add_done_callback(state.events.discard)
 
 
 async def _ensure_now(body: dict[str, Any]) -> None:

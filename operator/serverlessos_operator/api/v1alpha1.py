@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, WithJsonSchema
+from pydantic.config import JsonDict
 
 from .schema import CONDITIONS, Condition, Model, quantity_schema
 
@@ -53,32 +54,54 @@ class Toleration(Model):
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
 
 
+# A running process cannot change what it runs: the API server refuses such an
+# update (a CEL transition rule) instead of the operator silently ignoring it.
+# Resources can change: the operator applies them live.
+IMMUTABLE: JsonDict = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "self == oldSelf",
+            "message": "is immutable: delete and re-create the ServerlessProcess "
+            "(only resources can change while it runs)",
+        }
+    ]
+}
+
+
+STRING_ITEMS_4K: JsonDict = {"type": "string", "minLength": 1, "maxLength": 4096}
+STRING_ITEMS_32K: JsonDict = {"type": "string", "maxLength": 32768}
+
+
 class ServerlessProcessSpec(Model):
     command: list[str] = Field(
         min_length=1,
         max_length=64,
         description="The executable and its first arguments (like a container's command).",
-        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 4096}},
+        json_schema_extra={"items": STRING_ITEMS_4K, **IMMUTABLE},
     )
     args: list[str] = Field(
         default_factory=list,
         max_length=1024,
-        json_schema_extra={"items": {"type": "string", "maxLength": 32768}},
+        json_schema_extra={"items": STRING_ITEMS_32K, **IMMUTABLE},
     )
-    env: list[EnvVar] = Field(default_factory=list, max_length=256)
+    env: list[EnvVar] = Field(default_factory=list, max_length=256, json_schema_extra=IMMUTABLE)
     working_dir: str | None = Field(
         default=None,
         max_length=4096,
         pattern=r"^/",
         description="Absolute path; default: a private scratch directory on the node.",
+        json_schema_extra=IMMUTABLE,
     )
     resources: Resources = Field(
         default_factory=Resources,
+        description="Changes are applied to the running process (its cgroup) at once.",
         json_schema_extra={"default": {}},  # so the API server fills it
     )
-    restart_policy: RestartPolicy = "Always"
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    restart_policy: RestartPolicy = Field(default="Always", json_schema_extra=IMMUTABLE)
+    node_selector: dict[str, str] = Field(default_factory=dict, json_schema_extra=IMMUTABLE)
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, json_schema_extra=IMMUTABLE
+    )
 
 
 class Usage(Model):
