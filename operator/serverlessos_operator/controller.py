@@ -477,8 +477,21 @@ class ProcessController:
         if info.node is not None and info.node != node:
             await self._stop_stray(node, process, f"it was placed again, on {info.node}")
             return
-        if info.node is None or info.deleting:
-            return  # lost and being placed again, or being deleted: not ours to report
+        if info.deleting:
+            return
+        if info.node is None:
+            # Not placed in our books, yet running there: a node back before its processes
+            # were placed again, or an operator that died between StartProcess and the
+            # status write. Adopt it (under the lock, so no placement races us to a copy).
+            if process.state not in (pb.PROCESS_STATE_RUNNING, pb.PROCESS_STATE_BACKOFF):
+                return
+            async with self._lock(key):
+                if info.node is None and not info.deleting:
+                    info.node = node
+                    log.info("adopted %s/%s running on %s", key[0], key[1], node)
+            if info.node != node:
+                await self._stop_stray(node, process, f"it was placed again, on {info.node}")
+                return
         await self._apply_agent_state(info, node, process)
 
     async def _stop_stray(self, node: str, process: pb.Process, why: str) -> None:
