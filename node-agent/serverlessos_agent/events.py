@@ -73,9 +73,14 @@ class EventLog:
 
     def _load(self) -> None:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return
+        if data and not data.endswith(b"\n"):
+            # A line torn by a crash: drop it, or the next append would be glued to it.
+            data = data[: data.rfind(b"\n") + 1]
+            atomic_write(self.path, data, durable=False)
+        lines = data.decode("utf-8", errors="replace").splitlines()
         for line in lines:
             try:
                 event = Event.from_json(json.loads(line))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +79,15 @@ def unary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
+T = TypeVar("T")
+
+
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
+    """A caller that gives up (deadline, disconnect) must not leave a start or a stop
+    half done: the work runs in its own task, shielded from the RPC's cancellation."""
+    return await asyncio.shield(asyncio.get_running_loop().create_task(work))
+
+
 def _ref(ref: pb.ProcessRef) -> Ref:
     result = convert.ref_from_pb(ref)
     check_label("name", result.name)
@@ -103,13 +113,15 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @unary
     async def StartProcess(self, request: pb.StartProcessRequest, context: Any) -> pb.Process:
-        record = await self.supervisor.start_process(convert.spec_from_pb(request.spec))
+        spec = convert.spec_from_pb(request.spec)
+        record = await _finish_even_if_cancelled(self.supervisor.start_process(spec))
         return self._pb(record)
 
     @unary
     async def StopProcess(self, request: pb.StopProcessRequest, context: Any) -> pb.Process:
         grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
-        record = await self.supervisor.stop_process(_ref(request.ref), grace)
+        ref = _ref(request.ref)
+        record = await _finish_even_if_cancelled(self.supervisor.stop_process(ref, grace))
         return self._pb(record)
 
     @unary

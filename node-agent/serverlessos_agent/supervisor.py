@@ -318,6 +318,10 @@ class Supervisor:
             if is_restart:
                 record.attempt += 1
                 record.restarts += 1
+                # Recorded before the spawn: an agent killed during it finds this
+                # attempt's shim.json (adopts it) or none (starts it), never a second copy.
+                record.state = State.PENDING
+                self.store.save(record)
             try:
                 await self._launch(record, live)
             except Exception as exc:  # e.g. the fork server died: keep trying, say why
@@ -436,6 +440,11 @@ class Supervisor:
         if record.state not in (State.RUNNING, State.PENDING, State.STOPPING):
             return
         run = record.run or self._run_from_shim(record)
+        if run is None and record.state == State.STOPPING:
+            # Stopping and nothing ran: finish the stop, do not start it again.
+            task = asyncio.get_running_loop().create_task(self._finish_stop(record.ref))
+            live.tasks.add(task)
+            return
         if run is None:
             # The agent died before this run started: start it now, as the same attempt.
             self.driver.kill(record.cgroup)
@@ -453,7 +462,8 @@ class Supervisor:
                 record.state = State.RUNNING
                 self.store.save(record)
             self._watch(record, live, run.shim_pid, run.shim_start)
-        elif open_pidfd(run.pid, run.pid_start) is not None:
+        elif (child_fd := open_pidfd(run.pid, run.pid_start)) is not None:
+            os.close(child_fd)
             # The shim is gone but the process lives: watch the process itself;
             # its exit status will be unknown.
             log.warning("%s outlived its shim; its exit status will be lost", record.ref)

@@ -16,10 +16,9 @@ that keep users' trust:
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +114,8 @@ class NodeInfo:
     memory_bytes: int = 0
     cpu_pressure: float = 0.0
     memory_pressure: float = 0.0
-    heartbeat: float = 0.0
+    heartbeat: str = ""  # the agent's lastHeartbeat, as written (the agent's clock)
+    seen: float = 0.0  # our monotonic clock when it last changed (clocks may disagree)
     agent_ready: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
@@ -137,12 +137,6 @@ def _usage_moved(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
     return abs(mem_new - mem_old) > mem_old * 0.1
 
 
-def _epoch(stamp: str | None) -> float:
-    if not stamp:
-        return 0.0
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 class ProcessController:
     def __init__(
         self, kube: Kube, placer: Placer, notify: Notify, heartbeat_grace: float = 30.0
@@ -156,6 +150,7 @@ class ProcessController:
         self.pool = AgentPool(self.on_agent_event, self.on_agent_sync)
         self.synced = False  # processes listed: orphans can be told apart
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.on_placement: Callable[[bool], None] = lambda placed: None
 
     def phase_counts(self) -> dict[str, int]:
@@ -167,21 +162,26 @@ class ProcessController:
     # ----- the model, fed by watches --------------------------------------
 
     def upsert_process(self, body: Mapping[str, Any]) -> ProcessInfo:
+        """Merge a watch event into the model, updating the known object in place (code
+        holding it across an await must see the same object). The operator writes the
+        status, so its own node, phase and conditions are ahead of any watch event."""
         fresh = ProcessInfo.from_body(body)
         known = self.processes.get(fresh.key)
-        if known is not None and known.uid == fresh.uid:
-            # Our own in-memory decisions are ahead of the watch: keep them.
-            fresh.node = known.node if known.node is not None else fresh.node
-            fresh.phase = known.phase or fresh.phase
-            fresh.written = known.written
-            fresh.usage = known.usage
-            fresh.resize_pending = known.resize_pending or (
-                fresh.generation > known.generation
-                and (fresh.spec.get("resources") != known.spec.get("resources"))
-                and fresh.node is not None
-            )
-        self.processes[fresh.key] = fresh
-        return fresh
+        if known is None or known.uid != fresh.uid:
+            self.processes[fresh.key] = fresh
+            return fresh
+        if fresh.generation > known.generation:
+            if fresh.spec.get("resources") != known.spec.get("resources"):
+                known.resize_pending = known.node is not None or fresh.node is not None
+            known.spec = fresh.spec
+            known.generation = fresh.generation
+        known.deleting = known.deleting or fresh.deleting  # sticky
+        if known.node is None and not known.written:
+            known.node = fresh.node  # after a restart the status is all we know
+        known.phase = known.phase or fresh.phase
+        if not known.conditions:
+            known.conditions = fresh.conditions
+        return known
 
     def forget_process(self, key: Key, uid: str) -> None:
         known = self.processes.get(key)
@@ -200,15 +200,19 @@ class ProcessController:
         pressure = status.get("pressure") or {}
         node.cpu_pressure = float(pressure.get("cpuSomeAvg10", 0.0))
         node.memory_pressure = float(pressure.get("memorySomeAvg10", 0.0))
-        node.heartbeat = _epoch(status.get("lastHeartbeat"))
+        beat = status.get("lastHeartbeat") or ""
+        if beat and beat != node.heartbeat:
+            node.heartbeat, node.seen = beat, time.monotonic()
         ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
         node.agent_ready = bool(ready) and ready[0].get("status") == "True"
         if node.endpoint:
             self.pool.set_endpoint(name, node.endpoint)
 
-    def forget_serverless_node(self, name: str) -> None:
+    async def forget_serverless_node(self, name: str) -> list[ProcessInfo]:
+        """Its agent is gone for good: its processes are placed again."""
         self.nodes.pop(name, None)
         self.pool.remove(name)
+        return await self._evacuate(name)
 
     def upsert_kube_node(self, body: Mapping[str, Any]) -> None:
         name = body["metadata"]["name"]
@@ -227,14 +231,14 @@ class ProcessController:
                 totals = reserved.setdefault(info.node, [0, 0])
                 totals[0] += request.cpu_millis
                 totals[1] += request.memory_bytes
-        now = time.time()
+        now = time.monotonic()
         return [
             NodeView(
                 name=n.name,
                 ready=n.agent_ready
                 and bool(n.endpoint)
                 and not n.lost
-                and now - n.heartbeat <= self.heartbeat_grace,
+                and now - n.seen <= self.heartbeat_grace,
                 cpu_millis=n.cpu_millis,
                 memory_bytes=n.memory_bytes,
                 reserved_cpu_millis=reserved.get(n.name, [0, 0])[0],
@@ -260,8 +264,9 @@ class ProcessController:
             info.phase = status["phase"]
         if all(info.written.get(k) == v for k, v in status.items()):
             return True  # e.g. the agent's Started event after our own Running patch
-        info.written.update(status)
-        return await self.kube.patch_process_status(info.namespace, info.name, status)
+        done = await self.kube.patch_process_status(info.namespace, info.name, status)
+        info.written.update(status)  # only once it is written
+        return done
 
     async def ensure(self, body: Mapping[str, Any]) -> None:
         """Bring one process to running on some node; idempotent. Raises Retry."""
@@ -269,7 +274,8 @@ class ProcessController:
         began = time.monotonic()
         async with self._lock(info.key):
             waited = time.monotonic() - began
-            info = self.processes.get(info.key, info)
+            if self.processes.get(info.key) is not info:
+                return  # deleted (or replaced by a new object of that name) meanwhile
             if info.deleting or info.phase in TERMINAL:
                 return
             if info.node is not None and info.phase == "Running":
@@ -442,7 +448,8 @@ class ProcessController:
         if known is not None:
             known.deleting = True
         async with self._lock(info.key):
-            if node is not None and node in self.nodes and not self.nodes[node].lost:
+            agent = self.nodes.get(node) if node is not None else None
+            if node is not None and agent is not None and agent.endpoint and not agent.lost:
                 ref = pb.ProcessRef(namespace=info.namespace, name=info.name)
                 try:
                     current = await self.pool.stub(node).GetProcess(
@@ -472,27 +479,35 @@ class ProcessController:
         info = self.processes.get(key)
         if info is None or info.uid != process.spec.owner.uid:
             if self.synced:
-                await self._stop_stray(node, process, "its ServerlessProcess no longer exists")
+                self._spawn(self._stop_stray(node, process, "its ServerlessProcess is gone"))
             return
-        if info.node is not None and info.node != node:
-            await self._stop_stray(node, process, f"it was placed again, on {info.node}")
-            return
-        if info.deleting:
-            return
-        if info.node is None:
-            # Not placed in our books, yet running there: a node back before its processes
-            # were placed again, or an operator that died between StartProcess and the
-            # status write. Adopt it (under the lock, so no placement races us to a copy).
-            if process.state not in (pb.PROCESS_STATE_RUNNING, pb.PROCESS_STATE_BACKOFF):
+        # Under the process's lock: after an in-flight start's own status write, never
+        # before it (a fast exit must not be overwritten by the older Running reply).
+        async with self._lock(key):
+            if self.processes.get(key) is not info or info.deleting:
                 return
-            async with self._lock(key):
-                if info.node is None and not info.deleting:
-                    info.node = node
-                    log.info("adopted %s/%s running on %s", key[0], key[1], node)
+            if info.node is None:
+                # Not placed in our books, yet there: a node back before its processes
+                # were placed again, or an operator that died between StartProcess and
+                # the status write. Adopt it rather than start a second copy.
+                if process.state not in (pb.PROCESS_STATE_RUNNING, pb.PROCESS_STATE_BACKOFF):
+                    return
+                info.node = node
+                log.info("adopted %s/%s running on %s", key[0], key[1], node)
             if info.node != node:
-                await self._stop_stray(node, process, f"it was placed again, on {info.node}")
+                self._spawn(self._stop_stray(node, process, f"it was placed again, on {info.node}"))
                 return
-        await self._apply_agent_state(info, node, process)
+            wanted = request_of(info.spec)
+            held = process.spec.resources
+            if (held.cpu_millis, held.memory_bytes) != (wanted.cpu_millis, wanted.memory_bytes):
+                info.resize_pending = True  # e.g. resized while the operator was down
+            await self._apply_agent_state(info, node, process)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run beside the agent's stream, which must not wait for a slow stop."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _stop_stray(self, node: str, process: pb.Process, why: str) -> None:
         log.warning(
@@ -508,15 +523,15 @@ class ProcessController:
 
     async def check_nodes(self) -> list[ProcessInfo]:
         """Mark nodes whose agents stopped heartbeating; returns processes to place again."""
-        now = time.time()
+        now = time.monotonic()
         again = []
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):
             if not node.endpoint:
                 continue
-            silent = now - node.heartbeat > self.heartbeat_grace
+            silent = now - node.seen > self.heartbeat_grace
             if silent and not node.lost:
                 node.lost = True
-                log.warning("node %s lost: no heartbeat for %.0fs", node.name, now - node.heartbeat)
+                log.warning("node %s lost: no heartbeat for %.0fs", node.name, now - node.seen)
                 again += await self._evacuate(node.name)
             elif not silent and node.lost:
                 node.lost = False
@@ -532,34 +547,45 @@ class ProcessController:
         for info in list(self.processes.values()):
             if info.node != node or info.phase in TERMINAL or info.deleting:
                 continue
-            conditions = set_condition(info.conditions, "NodeLost", True, "NodeLost", message)
-            conditions = set_condition(conditions, "Ready", False, "NodeLost", message)
-            self.notify(info, "Warning", "NodeLost", message)
-            if info.spec.get("restartPolicy", "Always") == "Never":
-                await self._patch(
-                    info,
-                    {
-                        "phase": "Failed",
-                        "reason": "NodeLost",
-                        "message": message,
-                        "conditions": conditions,
-                    },
-                )
-                continue
-            info.node = None
+            try:
+                async with self._lock(info.key):  # not while a start to that node is in flight
+                    if info.node != node:
+                        continue
+                    if await self._mark_lost(info, message):
+                        again.append(info)
+            except Exception:
+                log.exception("evacuating %s/%s from %s failed", info.namespace, info.name, node)
+        return again
+
+    async def _mark_lost(self, info: ProcessInfo, message: str) -> bool:
+        """NodeLost; True if it is to be placed again."""
+        conditions = set_condition(info.conditions, "NodeLost", True, "NodeLost", message)
+        conditions = set_condition(conditions, "Ready", False, "NodeLost", message)
+        self.notify(info, "Warning", "NodeLost", message)
+        if info.spec.get("restartPolicy", "Always") == "Never":
             await self._patch(
                 info,
                 {
-                    "phase": "Pending",
-                    "node": None,
-                    "pid": None,
+                    "phase": "Failed",
                     "reason": "NodeLost",
                     "message": message,
                     "conditions": conditions,
                 },
             )
-            again.append(info)
-        return again
+            return False
+        info.node = None
+        await self._patch(
+            info,
+            {
+                "phase": "Pending",
+                "node": None,
+                "pid": None,
+                "reason": "NodeLost",
+                "message": message,
+                "conditions": conditions,
+            },
+        )
+        return True
 
     async def refresh_usage(self) -> None:
         for node in self.pool.nodes():
@@ -577,7 +603,7 @@ class ProcessController:
                     "cpu": f"{round(s.cpu_usage_cores * 1000)}m",
                     "memory": format_bytes_approx(s.memory_current_bytes),
                 }
-                if usage != info.usage:
+                if _usage_moved(info.usage, usage):
                     info.usage = usage
                     await self.kube.patch_process_status(
                         info.namespace, info.name, {"usage": usage}

@@ -118,12 +118,13 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctrl = ProcessController(kube, LeastPressure(), _notify, state.config.heartbeat_grace)
     state.controller = ctrl
     state.wake = asyncio.Event()
-    # Know every process before listening to agents, so strays are told apart.
-    for body in await kube.list_serverless_nodes():
-        ctrl.upsert_serverless_node(body)
+    # Know every process before listening to agents (which starts with the nodes),
+    # so strays are told apart from the first list on.
     for body in await kube.list_processes():
         ctrl.upsert_process(body)
     ctrl.synced = True
+    for body in await kube.list_serverless_nodes():
+        ctrl.upsert_serverless_node(body)
     metrics = OperatorMetrics()
     ctrl.on_placement = lambda placed: metrics.placements.labels(
         "placed" if placed else "unschedulable"
@@ -207,7 +208,7 @@ async def delete_process(body: kopf.Body, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, NODES)
 async def serverless_node_event(type: str, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
-        state.controller.forget_serverless_node(body["metadata"]["name"])
+        await state.controller.forget_serverless_node(body["metadata"]["name"])
     else:
         state.controller.upsert_serverless_node(body)
     state.wake.set()  # capacity may have appeared

@@ -4,7 +4,6 @@ a process is slowed and reclaimed before it is OOM-killed."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from ..errors import FailedPrecondition
@@ -110,8 +109,10 @@ class CgroupV2(CgroupDriver):
     def kill(self, group: str) -> None:
         kill_file = self._dir(group) / "cgroup.kill"
         if kill_file.exists():
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 write_file(kill_file, "1")
+                return
+            except FailedPrecondition:  # the group went away meanwhile: nothing to kill
                 return
         kill_pids(self.pids(group))
 
