@@ -39,32 +39,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source=hack/lib/debian-pkg.sh
 . "$here/lib/debian-pkg.sh"
+# shellcheck source=hack/lib/install.sh
+. "$here/lib/install.sh"
 
 suite=${CRIU_DEBIAN_SUITE:-trixie}
 
-log() { printf 'install-criu: %s\n' "$*" >&2; }
-die() {
-    printf 'install-criu: error: %s\n' "$*" >&2
-    exit 1
-}
-
-cache=$(debian_pkg_cache_dir) || die "step setup: cannot set up the cache directory"
-logs=$cache/logs
-mkdir -p "$logs" "$cache/bin" || die "step setup: cannot create $logs or $cache/bin"
-
-# step NAME COMMAND [ARG...]: run COMMAND with its output in
-# $logs/install-criu-NAME.log; on failure say which step failed, show the end
-# of its log and exit.
-step() {
-    local name=$1 logfile=$logs/install-criu-$1.log rc=0
-    shift
-    "$@" >"$logfile" 2>&1 </dev/null || rc=$?
-    if ((rc != 0)); then
-        printf 'install-criu: --- last lines of %s ---\n' "$logfile" >&2
-        tail -n 25 "$logfile" | sed 's/^/install-criu:   /' >&2
-        die "step '$name' failed (exit $rc); full log: $logfile"
-    fi
-}
+install_setup install-criu
 
 # The multiarch directory and loader of this machine's architecture (the
 # private apt configuration downloads packages for it).
@@ -173,30 +153,14 @@ if [[ ! -f $dest/.complete ]]; then
     [[ ${upstream%-*} == "$got"* ]] ||
         die "step run: $tmp/bin/criu reports version '$got', expected $version"
     printf 'criu %s\nsuite %s\narch %s\n\n%s\n' "$version" "$suite" "$arch" "$pkgs" >"$tmp/VERSIONS"
-    touch "$tmp/.complete"
-    chmod 755 "$tmp"
-    # An incomplete leftover (interrupted run) is replaced; a complete one
-    # installed meanwhile by a concurrent run is kept.
-    if [[ -e $dest && ! -f $dest/.complete ]]; then
-        rm -rf "$dest"
-    fi
-    if ! mv -T "$tmp" "$dest" 2>/dev/null; then
-        [[ -f $dest/.complete ]] || die "step install: cannot move $tmp to $dest"
-    fi
+    finish "$tmp" "$dest"
     trap - EXIT
     rm -rf "$tmp"
     installed=1
 fi
 
-# Point $CACHE/bin/criu at this version (atomically: a temporary link renamed
-# over the old).
-link=$cache/bin/criu
-if [[ $(readlink "$link" 2>/dev/null) != "$wrapper" ]]; then
-    if ! ln -sfn "$wrapper" "$link.tmp.$$" || ! mv -Tf "$link.tmp.$$" "$link"; then
-        rm -f "$link.tmp.$$"
-        die "step link: cannot update the symlink $link"
-    fi
-fi
+link criu "$wrapper"
+criu_link=$cache/bin/criu
 
 # sysctl_set NAME VALUE: write /proc/sys/NAME (dots as slashes).
 sysctl_set() {
@@ -241,8 +205,8 @@ else
 fi
 ((sysctls_ok)) || log "warning: some sysctls are not as criu needs them: restore or lazy dumps may fail"
 
-got=$(version_of "$link") || die "step run: '$link --version' failed"
-log "criu $got ($version from $suite) via $link"
+got=$(version_of "$criu_link") || die "step run: '$criu_link --version' failed"
+log "criu $got ($version from $suite) via $criu_link"
 # Right after an install, say whether criu works on this kernel (not fatal: the
 # node agent runs its own `criu check` and reports criu as unusable).
 if [[ -n ${installed:-} ]]; then

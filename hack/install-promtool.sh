@@ -19,14 +19,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source=hack/lib/debian-pkg.sh
 . "$here/lib/debian-pkg.sh"
+# shellcheck source=hack/lib/install.sh
+. "$here/lib/install.sh"
 
 suite=${PROMETHEUS_DEBIAN_SUITE:-trixie}
 
-log() { printf 'install-promtool: %s\n' "$*" >&2; }
-die() {
-    printf 'install-promtool: error: %s\n' "$*" >&2
-    exit 1
-}
+install_setup install-promtool
 
 # Fail if BINARY does not run: report unresolved shared libraries first.
 check_runs() {
@@ -43,7 +41,6 @@ $missing"
     printf '%s\n' "$out" | head -n 1
 }
 
-cache=$(debian_pkg_cache_dir) || die "cannot set up the cache directory"
 version=$(debian_pkg_version "$suite" promtool) || die "cannot determine the promtool version in $suite"
 # ':' (an epoch) would break PATH entries; '/' cannot appear in a version.
 dest=$cache/prometheus-${version//:/_}
@@ -61,31 +58,13 @@ if [[ ! -f $dest/.complete ]]; then
     check_runs "$tmp/usr/bin/promtool" >/dev/null
     check_runs "$tmp/usr/bin/prometheus" >/dev/null
     printf 'promtool %s\nprometheus %s\nsuite %s\n' "$version" "$server_version" "$suite" >"$tmp/VERSIONS"
-    touch "$tmp/.complete"
-    chmod 755 "$tmp"
-    # An incomplete leftover (interrupted run) is replaced; a complete one
-    # installed meanwhile by a concurrent run is kept.
-    if [[ -e $dest && ! -f $dest/.complete ]]; then
-        rm -rf "$dest"
-    fi
-    if ! mv -T "$tmp" "$dest" 2>/dev/null; then
-        [[ -f $dest/.complete ]] || die "cannot move $tmp to $dest"
-    fi
+    finish "$tmp" "$dest"
     trap - EXIT
     rm -rf "$tmp"
 fi
 
-# Point bin/ at this version (atomically: a temporary link renamed over the old).
-mkdir -p "$cache/bin" || die "cannot create $cache/bin"
 for name in promtool prometheus; do
-    target=$dest/usr/bin/$name
-    link=$cache/bin/$name
-    if [[ $(readlink "$link" 2>/dev/null) != "$target" ]]; then
-        if ! ln -sfn "$target" "$link.tmp.$$" || ! mv -Tf "$link.tmp.$$" "$link"; then
-            rm -f "$link.tmp.$$"
-            die "cannot update the symlink $link"
-        fi
-    fi
+    link "$name" "$dest/usr/bin/$name"
 done
 
 promtool=$dest/usr/bin/promtool

@@ -35,33 +35,9 @@ ETCD_DEBIAN_SUITE=${ETCD_DEBIAN_SUITE:-trixie}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source=hack/lib/debian-pkg.sh
 . "$here/lib/debian-pkg.sh"
-
-log() { printf 'install-tools: %s\n' "$*" >&2; }
-die() {
-    printf 'install-tools: error: %s\n' "$*" >&2
-    exit 1
-}
-
-cache=$(debian_pkg_cache_dir) || die "cannot set up the cache directory"
-logs=$cache/logs
-mkdir -p "$logs" "$cache/bin" || die "cannot create $logs or $cache/bin"
-
-# step NAME COMMAND [ARG...]: run COMMAND with its output in
-# $logs/install-tools-NAME.log; on failure say which step failed, show the
-# end of its log and exit.
-step() {
-    local name=$1 logfile=$logs/install-tools-$1.log start rc=0
-    shift
-    start=$SECONDS
-    log "step $name: $* (log: $logfile)"
-    "$@" >"$logfile" 2>&1 </dev/null || rc=$?
-    if ((rc != 0)); then
-        printf 'install-tools: --- last lines of %s ---\n' "$logfile" >&2
-        tail -n 25 "$logfile" | sed 's/^/install-tools:   /' >&2
-        die "step '$name' failed (exit $rc); full log: $logfile"
-    fi
-    log "step $name: done in $((SECONDS - start))s"
-}
+# shellcheck source=hack/lib/install.sh
+. "$here/lib/install.sh"
+install_setup install-tools
 
 # version_line BINARY ARG...: first line of BINARY's version output, or fail.
 version_line() {
@@ -99,32 +75,6 @@ new_tmp() {
     d=$(mktemp -d "$cache/.$1.XXXXXX") || die "cannot create a temporary directory in $cache"
     tmp_dirs+=("$d")
     printf '%s\n' "$d"
-}
-
-# finish TMP DEST: mark TMP complete and move it to DEST. An incomplete
-# leftover (interrupted run) is replaced; a complete one installed meanwhile
-# by a concurrent run is kept.
-finish() {
-    local tmp=$1 dest=$2
-    touch "$tmp/.complete"
-    chmod 755 "$tmp"
-    if [[ -e $dest && ! -f $dest/.complete ]]; then
-        rm -rf "$dest"
-    fi
-    if ! mv -T "$tmp" "$dest" 2>/dev/null; then
-        [[ -f $dest/.complete ]] || die "cannot move $tmp to $dest"
-    fi
-}
-
-# link NAME TARGET: point $cache/bin/NAME at TARGET (atomically).
-link() {
-    local link=$cache/bin/$1 target=$2
-    if [[ $(readlink "$link" 2>/dev/null) != "$target" ]]; then
-        if ! ln -sfn "$target" "$link.tmp.$$" || ! mv -Tf "$link.tmp.$$" "$link"; then
-            rm -f "$link.tmp.$$"
-            die "cannot update the symlink $link"
-        fi
-    fi
 }
 
 need_go() {
