@@ -19,6 +19,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos_agent.cgroup import cgroup_mounts
 
+ROOT = Path(__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: real cgroups and PID namespaces")
 
@@ -219,6 +220,24 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         agent._close_channel()
     for root in roots:
         cleanup_cgroups(root)  # shims live in <root>/_shims, so this ends them too
+
+
+def _installed(script: str) -> str:
+    """Run one of the project's install scripts (cached, fast when warm); its path."""
+    out = subprocess.run([str(ROOT / "hack" / script)], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool from Debian trixie, installed the way `make test` does."""
+    return _installed("install-promtool.sh")
+
+
+@pytest.fixture(scope="session")
+def criu() -> str:
+    """CRIU 4 from Debian trixie in a private prefix (hack/install-criu.sh)."""
+    return _installed("install-criu.sh")
 
 
 @pytest.fixture

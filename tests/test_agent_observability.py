@@ -6,7 +6,6 @@ import re
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
@@ -18,17 +17,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .conftest import AgentProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """Installs promtool (Debian trixie's, cached by version) the way `make test` does."""
-    out = subprocess.run(
-        [str(ROOT / "hack" / "install-promtool.sh")], check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
 
 
 def _scrape(agent: AgentProcess) -> str:

@@ -3,38 +3,25 @@ that hack/install-criu.sh installs (Debian trixie's, through a private prefix)."
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 
-import pytest
-from serverlessos_agent import criu
+from serverlessos_agent.criu import CriuInfo, detect, parse_version
 from serverlessos_agent.registration import NodeFacts, node_status
 from serverlessos_agent.stats import NodeSample, Pressure
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def criu_binary() -> str:
-    out = subprocess.run(
-        [str(ROOT / "hack" / "install-criu.sh")], check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
-
 
 def test_version_parsing() -> None:
-    assert criu.parse_version("Version: 4.1.1\n") == "4.1.1"
-    assert criu.parse_version("Version: 3.17\nGitID: v3.17\n") == "3.17"
-    assert criu.parse_version("nothing here") is None
+    assert parse_version("Version: 4.1.1\n") == "4.1.1"
+    assert parse_version("Version: 3.17\nGitID: v3.17\n") == "3.17"
+    assert parse_version("nothing here") is None
 
 
 def test_no_criu_is_none() -> None:
-    assert criu.detect("/no/such/criu") is None
+    assert detect("/no/such/criu") is None
 
 
-def test_real_criu_is_detected_with_its_features(criu_binary: str) -> None:
-    info = criu.detect(criu_binary)
+def test_real_criu_is_detected_with_its_features(criu: str) -> None:
+    info = detect(criu)
     assert info is not None
     assert int(info.version.split(".")[0]) >= 4
     assert info.usable, info.problem
@@ -44,7 +31,7 @@ def test_real_criu_is_detected_with_its_features(criu_binary: str) -> None:
 
 
 def test_capabilities_carry_criu() -> None:
-    info = criu.CriuInfo("/x/criu", "4.1.1", True, ["lazy-pages"])
+    info = CriuInfo("/x/criu", "4.1.1", True, ["lazy-pages"])
     sample = NodeSample(
         time.time(), 2000, 0.5, 8 * 2**30, 4 * 2**30, Pressure(), Pressure(), Pressure()
     )

@@ -21,20 +21,11 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .conftest import AgentProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
 
 COUNTER = (
     "import time\ni = 0\nwhile True:\n    i += 1\n    print(i, flush=True)\n    time.sleep(0.1)\n"
 )
-
-
-@pytest.fixture(scope="session")
-def criu() -> str:
-    out = subprocess.run(
-        [str(ROOT / "hack" / "install-criu.sh")], check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
 
 
 def _last(log: Path) -> int:
