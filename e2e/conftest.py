@@ -104,6 +104,40 @@ def wait_phase(name: str, namespace: str, phase: str, timeout: float = 30.0) -> 
     )
 
 
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The status's condition of that type ({} if it has none)."""
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_condition(
+    name: str, namespace: str, type_: str, value: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The status once its condition of that type has that status ("True"/"False")."""
+    return dict(
+        wait_for(
+            lambda: condition(s := status_of(name, namespace), type_).get("status") == value and s,
+            timeout=timeout,
+            message=f"{namespace}/{name} {type_}={value}",
+        )
+    )
+
+
+def patch_spec(
+    name: str, namespace: str, spec: dict[str, Any], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return kubectl(
+        "patch",
+        "sp",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": spec}),
+        check=check,
+    )
+
+
 def agent_endpoint(node: str) -> str:
     return str(get_json("serverlessnode", node)["status"]["endpoint"])
 

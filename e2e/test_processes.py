@@ -20,12 +20,15 @@ from .conftest import (
     REPO,
     agent_endpoint,
     apply,
+    condition,
     get_json,
     kubectl,
     local_only,
+    patch_spec,
     process_manifest,
     run,
     status_of,
+    wait_condition,
     wait_for,
     wait_phase,
 )
@@ -116,7 +119,7 @@ def test_too_big_for_any_node_is_unschedulable_with_a_reason(namespace: str) -> 
     )
     status = wait_phase("giant", namespace, "Unschedulable")
     assert "insufficient cpu" in status["message"]
-    cond = {c["type"]: c for c in status["conditions"]}["Scheduled"]
+    cond = condition(status, "Scheduled")
     assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
 
 
@@ -244,8 +247,7 @@ def test_node_loss_reschedules_and_the_stale_copy_is_stopped(namespace: str) -> 
             timeout=90,
             message="survivor running on another node",
         )
-        conditions = {c["type"]: c for c in moved["conditions"]}
-        assert conditions["NodeLost"]["status"] == "True"
+        assert condition(moved, "NodeLost")["status"] == "True"
         once = status_of("once", namespace)
         if once["node"] == lost_node:
             assert (once["phase"], once["reason"]) == ("Failed", "NodeLost")
@@ -286,24 +288,9 @@ def test_resources_change_live_and_what_runs_is_immutable(namespace: str) -> Non
     )
     status = wait_phase("elastic", namespace, "Running")
     node, pid = status["node"], status["pid"]
-    kubectl(
-        "patch",
-        "sp",
-        "elastic",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"resources": {"cpu": "300m", "memory": "256Mi"}}}',
-    )
+    patch_spec("elastic", namespace, {"resources": {"cpu": "300m", "memory": "256Mi"}})
 
-    def applied() -> dict | None:
-        s = status_of("elastic", namespace)
-        conds = {c["type"]: c for c in s.get("conditions", [])}
-        ok = conds.get("ResourcesApplied", {}).get("status") == "True"
-        return s if ok else None
-
-    after = wait_for(applied, timeout=30, message="ResourcesApplied")
+    after = wait_condition("elastic", namespace, "ResourcesApplied", "True")
     assert after["pid"] == pid and after["node"] == node, "the same process, resized in place"
     record = _agent_get(node, namespace, "elastic")
     assert record is not None
@@ -318,36 +305,14 @@ def test_resources_change_live_and_what_runs_is_immutable(namespace: str) -> Non
 
     # Below what it uses: refused by the agent, reported, and the process keeps running.
     time.sleep(1)
-    kubectl(
-        "patch",
-        "sp",
-        "elastic",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"resources": {"memory": "16Mi"}}}',
+    patch_spec("elastic", namespace, {"resources": {"memory": "16Mi"}})
+
+    cond = condition(
+        wait_condition("elastic", namespace, "ResourcesApplied", "False"), "ResourcesApplied"
     )
-
-    def refused() -> dict | None:
-        conds = {c["type"]: c for c in status_of("elastic", namespace).get("conditions", [])}
-        cond = conds.get("ResourcesApplied", {})
-        return cond if cond.get("status") == "False" else None
-
-    cond = wait_for(refused, timeout=30, message="resize refused")
     assert "below" in cond["message"]
     assert status_of("elastic", namespace)["phase"] == "Running"
 
-    result = kubectl(
-        "patch",
-        "sp",
-        "elastic",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"command": ["sleep", "1"]}}',
-        check=False,
-    )
+    result = patch_spec("elastic", namespace, {"command": ["sleep", "1"]}, check=False)
     assert result.returncode != 0
     assert "is immutable: delete and re-create" in result.stderr
