@@ -27,6 +27,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_agent.quantity import format_bytes_approx
 
 from .agents import AgentPool, AgentUnavailable
+from .api.schema import API_VERSION
 from .kube import Kube
 from .placement import NodeView, Placer, Taint
 from .process import (
@@ -76,7 +77,7 @@ class ProcessInfo:
     def body(self) -> dict[str, Any]:
         """Enough of the object to post Kubernetes Events about it."""
         return {
-            "apiVersion": "serverlessos.io/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "ServerlessProcess",
             "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
         }

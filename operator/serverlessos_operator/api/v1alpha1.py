@@ -14,7 +14,6 @@ Memory = Annotated[int | str, WithJsonSchema(quantity_schema("Memory", "256Mi or
 Phase = Literal["Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
