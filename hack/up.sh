@@ -31,6 +31,7 @@ venv() { make -C "$REPO" --no-print-directory venv; }
 tools() {
   "$REPO/hack/install-tools.sh" > "$LOCAL/tools-bin"
   "$REPO/hack/install-criu.sh"  # agents detect it and publish it in their ServerlessNodes
+  "$REPO/hack/install-redis.sh" >/dev/null  # the live-migration e2e moves a Redis server
 }
 cluster() {
   # Agents live in network namespaces and reach the API server over the bridge.
@@ -40,7 +41,7 @@ cluster() {
 crds() {
   kubectl apply --server-side -f "$REPO/crds/"
   kubectl wait --for condition=established --timeout=60s crd/serverlessprocesses.serverlessos.io \
-    crd/serverlessnodes.serverlessos.io
+    crd/serverlessnodes.serverlessos.io crd/processmigrations.serverlessos.io
   kubectl create namespace serverlessos-system --dry-run=client -o yaml | kubectl apply -f -
   kubectl -n serverlessos-system create serviceaccount serverlessos-agent --dry-run=client -o yaml \
     | kubectl apply -f -

@@ -240,6 +240,13 @@ def criu() -> str:
     return _installed("install-criu.sh")
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """Redis 7.0 from Debian bookworm in a private prefix (hack/install-redis.sh);
+    redis-cli is next to it."""
+    return _installed("install-redis.sh")
+
+
 @pytest.fixture
 def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
     if not IS_ROOT:
