@@ -1,4 +1,4 @@
-"""Generate the agent's gRPC stubs (Python + mypy stubs) from its .proto.
+"""Generate the agent's gRPC stubs (Python + mypy stubs) from its .proto files.
 
 `make proto` writes them into node-agent/; the drift test writes them into a
 temporary directory and compares, so the checked-in stubs always match.
@@ -15,10 +15,18 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "node-agent" / "proto"
-PROTOS = ["serverlessos/agent/v1alpha1/agent.proto"]
+PROTOS = [
+    "serverlessos/agent/v1alpha1/agent.proto",
+    "serverlessos/criu/rpc.proto",  # the part of CRIU's RPC protocol the agent speaks
+]
 # Packages that only hold generated code get an __init__.py of their own.
-PACKAGES = ["serverlessos", "serverlessos/agent", "serverlessos/agent/v1alpha1"]
-INIT_TEXT = '"""Generated gRPC API of the ServerlessOS node agent (see hack/gen_proto.py)."""\n'
+PACKAGES = [
+    "serverlessos",
+    "serverlessos/agent",
+    "serverlessos/agent/v1alpha1",
+    "serverlessos/criu",
+]
+INIT_TEXT = '"""Generated protobuf and gRPC code of the node agent (see hack/gen_proto.py)."""\n'
 
 
 def _plugin(name: str) -> str:

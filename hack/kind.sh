@@ -75,7 +75,7 @@ build Dockerfile.agent "$AGENT_IMAGE"
 say "applying CRDs"
 kctl apply --server-side --force-conflicts -f "$REPO/charts/serverlessos/crds/"
 kctl wait --for condition=established --timeout=60s \
-  crd/serverlessprocesses.serverlessos.io crd/serverlessnodes.serverlessos.io
+  crd/serverlessprocesses.serverlessos.io crd/serverlessnodes.serverlessos.io crd/processmigrations.serverlessos.io
 
 upgrade=false
 if helm status "$RELEASE" --kube-context "$CONTEXT" -n "$NAMESPACE" >/dev/null 2>&1; then

@@ -1,1 +1,1 @@
-"""Generated gRPC API of the ServerlessOS node agent (see hack/gen_proto.py)."""
+"""Generated protobuf and gRPC code of the node agent (see hack/gen_proto.py)."""

@@ -29,6 +29,7 @@ from serverlessos_agent.quantity import format_bytes_approx
 from .agents import AgentPool, AgentUnavailable
 from .api.schema import API_VERSION
 from .kube import Kube
+from .migration import CriuSupport, history
 from .placement import NodeView, Placer, Taint
 from .process import (
     TERMINAL,
@@ -68,6 +69,11 @@ class ProcessInfo:
     deleting: bool = False
     written: dict[str, Any] = field(default_factory=dict)  # the last status we patched
     resize_pending: bool = False  # spec.resources changed and not yet applied on the node
+    migrations: list[dict[str, Any]] = field(default_factory=list)  # status.migrations
+    # An active migration (migrator.py): its name and its target node. The target's
+    # copy is not a stray, and the frozen source is not to be reported.
+    migration: str | None = None
+    migrating_to: str | None = None
 
     @property
     def key(self) -> Key:
@@ -104,6 +110,7 @@ class ProcessInfo:
             conditions=list(status.get("conditions") or []),
             usage=dict(status.get("usage") or {}),
             deleting=bool(meta.get("deletionTimestamp")),
+            migrations=list(status.get("migrations") or []),
         )
 
 
@@ -121,6 +128,7 @@ class NodeInfo:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     lost: bool = False
+    criu: CriuSupport = field(default_factory=CriuSupport)
 
 
 def _usage_moved(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
@@ -182,6 +190,8 @@ class ProcessController:
         known.phase = known.phase or fresh.phase
         if not known.conditions:
             known.conditions = fresh.conditions
+        if not known.migrations:
+            known.migrations = fresh.migrations
         return known
 
     def forget_process(self, key: Key, uid: str) -> None:
@@ -206,6 +216,7 @@ class ProcessController:
             node.heartbeat, node.seen = beat, time.monotonic()
         ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
         node.agent_ready = bool(ready) and ready[0].get("status") == "True"
+        node.criu = CriuSupport.from_status(status)
         if node.endpoint:
             self.pool.set_endpoint(name, node.endpoint)
 
@@ -438,6 +449,35 @@ class ProcessController:
                 },
             )
 
+    # ----- migrations (driven by migrator.py) --------------------------------
+
+    async def set_migrating(self, info: ProcessInfo, on: bool, reason: str, message: str) -> None:
+        """The Migrating condition: True while a migration may have it frozen."""
+        async with self._lock(info.key):
+            await self._patch(
+                info,
+                {"conditions": set_condition(info.conditions, "Migrating", on, reason, message)},
+            )
+
+    async def move_to(self, info: ProcessInfo, node: str, process: pb.Process) -> None:
+        """The migration's target confirmed a running restore: the process lives there now."""
+        async with self._lock(info.key):
+            info.node = node
+            info.migrating_to = None
+            status = status_from_agent(process, node, info.conditions)
+            status["conditions"] = set_condition(
+                status["conditions"], "Migrating", False, "Migrated", f"now on {node}"
+            )
+            await self._patch(info, status)
+        self.notify(info, "Normal", "Migrated", f"running on {node}, pid {process.pid}")
+
+    async def record_migration(self, info: ProcessInfo, entry: dict[str, Any]) -> None:
+        async with self._lock(info.key):
+            info.migrations = history(info.migrations, entry)
+            await self.kube.patch_process_status(
+                info.namespace, info.name, {"migrations": info.migrations}
+            )
+
     # ----- deleting --------------------------------------------------------
 
     async def delete(self, body: Mapping[str, Any]) -> None:
@@ -474,10 +514,12 @@ class ProcessController:
             await self.on_agent_event(node, process)
 
     async def on_agent_event(self, node: str, process: pb.Process) -> None:
-        if process.state == pb.PROCESS_STATE_STOPPED:
-            return
+        if process.state in (pb.PROCESS_STATE_STOPPED, pb.PROCESS_STATE_FROZEN):
+            return  # removed (or migrated away); frozen for a migration (the migrator reports)
         key = (process.spec.owner.namespace, process.spec.name)
         info = self.processes.get(key)
+        if info is not None and info.migrating_to == node and info.node != node:
+            return  # the migration's new copy: the migrator switches the status to it
         if info is None or info.uid != process.spec.owner.uid:
             if self.synced:
                 self._spawn(self._stop_stray(node, process, "its ServerlessProcess is gone"))

@@ -70,6 +70,22 @@ KINDS = [
             {"name": "Heartbeat", "type": "date", "jsonPath": ".status.lastHeartbeat"},
         ],
     ),
+    Kind(
+        v1alpha1.ProcessMigration,
+        plural="processmigrations",
+        singular="processmigration",
+        scope="Namespaced",
+        short_names=["pmig"],
+        columns=[
+            {"name": "Process", "type": "string", "jsonPath": ".spec.process"},
+            {"name": "Source", "type": "string", "jsonPath": ".status.sourceNode"},
+            {"name": "Target", "type": "string", "jsonPath": ".status.targetNode"},
+            {"name": "Mode", "type": "string", "jsonPath": ".status.mode"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Downtime", "type": "string", "jsonPath": ".status.downtime"},
+            AGE,
+        ],
+    ),
 ]
 
 

@@ -20,8 +20,9 @@ from .api.schema import GROUP, VERSION
 from .config import OperatorConfig
 from .controller import ProcessController, ProcessInfo, Retry
 from .daemonset import manifest
-from .kube import NODES, PROCESSES, Kube
+from .kube import MIGRATIONS, NODES, PROCESSES, Kube
 from .metrics import OperatorMetrics
+from .migrator import Migrator
 from .placement import LeastPressure
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ FINALIZER = "serverlessos.io/finalizer"
 class _State:
     config: OperatorConfig
     controller: ProcessController
+    migrator: Migrator
     wake: asyncio.Event
     tasks: list[asyncio.Task[None]]
     events: set[asyncio.Task[None]]  # fire-and-forget tasks, kept so they are not collected
@@ -39,7 +41,7 @@ class _State:
 state = _State()
 
 
-def _notify(info: ProcessInfo, type_: str, reason: str, message: str) -> None:
+def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """Post a Kubernetes Event without waiting for it (a lost Event is only a lost note).
 
     Not kopf.event: that needs kopf's handler context, and agent reports arrive outside it.
@@ -47,11 +49,15 @@ def _notify(info: ProcessInfo, type_: str, reason: str, message: str) -> None:
 
     async def post() -> None:
         try:
-            await state.controller.kube.post_event(info.body, type_, reason, message)
+            await state.controller.kube.post_event(body, type_, reason, message)
         except Exception as exc:
-            log.debug("could not post event %s for %s: %s", reason, info.key, exc)
+            log.debug("could not post event %s for %s: %s", reason, body["metadata"], exc)
 
     _background(post())
+
+
+def _notify(info: ProcessInfo, type_: str, reason: str, message: str) -> None:
+    _post_event(info.body, type_, reason, message)
 
 
 async def _every(seconds: float, what: str, action: Any, wake: asyncio.Event | None = None) -> None:
@@ -117,6 +123,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     kube = Kube()
     ctrl = ProcessController(kube, LeastPressure(), _notify, state.config.heartbeat_grace)
     state.controller = ctrl
+    state.migrator = Migrator(ctrl, _post_event)
     state.wake = asyncio.Event()
     # Know every process before listening to agents (which starts with the nodes),
     # so strays are told apart from the first list on.
@@ -151,6 +158,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 async def cleanup(**_: Any) -> None:
     for task in state.tasks:
         task.cancel()
+    await state.migrator.close()
     await state.controller.close()
 
 
@@ -212,6 +220,14 @@ async def serverless_node_event(type: str, body: kopf.Body, **_: Any) -> None:
     else:
         state.controller.upsert_serverless_node(body)
     state.wake.set()  # capacity may have appeared
+
+
+@kopf.on.event(GROUP, VERSION, MIGRATIONS)
+async def migration_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """New ProcessMigrations, and (in the initial listing) those an earlier operator
+    left active: the migrator finishes or rolls back each (see migrator.py)."""
+    if type != "DELETED":
+        state.migrator.submit(body)
 
 
 @kopf.on.event("", "v1", "nodes")

@@ -17,6 +17,7 @@ from .api.schema import GROUP, VERSION
 
 PROCESSES = "serverlessprocesses"
 NODES = "serverlessnodes"
+MIGRATIONS = "processmigrations"
 
 
 def load_client(pool_size: int = 32) -> client.ApiClient:
@@ -43,13 +44,23 @@ class Kube:
 
     async def patch_process_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge-patch status; False if the object is gone."""
+        return await self._patch_status(PROCESSES, namespace, name, status)
+
+    async def patch_migration_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> bool:
+        return await self._patch_status(MIGRATIONS, namespace, name, status)
+
+    async def _patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> bool:
         try:
             await asyncio.to_thread(
                 self.custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
                 namespace,
-                PROCESSES,
+                plural,
                 name,
                 {"status": status},
             )
@@ -87,18 +98,18 @@ class Kube:
         await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
 
     async def list_processes(self) -> list[dict[str, Any]]:
-        result = cast(
-            dict[str, Any],
-            await asyncio.to_thread(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, PROCESSES
-            ),
-        )
-        return list(result.get("items", []))
+        return await self._list(PROCESSES)
 
     async def list_serverless_nodes(self) -> list[dict[str, Any]]:
+        return await self._list(NODES)
+
+    async def list_migrations(self) -> list[dict[str, Any]]:
+        return await self._list(MIGRATIONS)
+
+    async def _list(self, plural: str) -> list[dict[str, Any]]:
         result = cast(
             dict[str, Any],
-            await asyncio.to_thread(self.custom.list_cluster_custom_object, GROUP, VERSION, NODES),
+            await asyncio.to_thread(self.custom.list_cluster_custom_object, GROUP, VERSION, plural),
         )
         return list(result.get("items", []))
 

@@ -1,4 +1,4 @@
-"""serverlessos.io/v1alpha1: ServerlessProcess and ServerlessNode."""
+"""serverlessos.io/v1alpha1: ServerlessProcess, ServerlessNode and ProcessMigration."""
 
 from __future__ import annotations
 
@@ -13,6 +13,19 @@ Cpu = Annotated[int | str, WithJsonSchema(quantity_schema("CPU", "500m or 2", "1
 Memory = Annotated[int | str, WithJsonSchema(quantity_schema("Memory", "256Mi or 1Gi", "4Mi"))]
 Phase = Literal["Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
+MigrationPolicy = Literal["Never", "Manual", "Auto"]
+MigrationMode = Literal["Auto", "StopAndCopy", "PreCopy", "PostCopy"]
+MigrationPhase = Literal[
+    "Pending",
+    "Scheduling",
+    "Checkpointing",
+    "Transferring",
+    "Restoring",
+    "Succeeded",
+    "Failed",
+    "RolledBack",
+]
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m))+$"
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -71,6 +84,27 @@ STRING_ITEMS_4K: JsonDict = {"type": "string", "minLength": 1, "maxLength": 4096
 STRING_ITEMS_32K: JsonDict = {"type": "string", "maxLength": 32768}
 
 
+class MigrationSettings(Model):
+    """How this process may be moved between nodes (live migration)."""
+
+    policy: MigrationPolicy = Field(
+        default="Manual",
+        description="Never: refuse migrations. Manual: only ProcessMigrations a person "
+        "creates. Auto: the platform may also move it to relieve a pressed node.",
+    )
+    mode: MigrationMode = Field(
+        default="Auto",
+        description="The mode a migration uses when its own mode is Auto.",
+    )
+    max_downtime: str = Field(
+        default="",
+        max_length=32,
+        pattern=r"^$|" + DURATION,
+        description="e.g. 500ms or 2s. A migration whose measured downtime exceeds it is "
+        "reported with a DowntimeExceeded warning; empty = no bound.",
+    )
+
+
 class ServerlessProcessSpec(Model):
     command: list[str] = Field(
         min_length=1,
@@ -101,11 +135,30 @@ class ServerlessProcessSpec(Model):
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=64, json_schema_extra=IMMUTABLE
     )
+    migration: MigrationSettings = Field(
+        default_factory=MigrationSettings,
+        json_schema_extra={"default": {}},
+    )
 
 
 class Usage(Model):
     cpu: str = ""
     memory: str = ""
+
+
+class MigrationRecord(Model):
+    """One past migration of the process, as its ProcessMigration ended."""
+
+    name: str
+    mode: str = ""
+    phase: MigrationPhase
+    source_node: str = ""
+    target_node: str = ""
+    started_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    completed_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    downtime: str = ""
+    transferred_bytes: int = 0
+    message: str = ""
 
 
 class ServerlessProcessStatus(Model):
@@ -122,6 +175,9 @@ class ServerlessProcessStatus(Model):
     usage: Usage | None = None
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS)
     observed_generation: int | None = None
+    migrations: list[MigrationRecord] = Field(
+        default_factory=list, max_length=10, description="The last 10 migrations, oldest first."
+    )
 
 
 class ServerlessProcess(Model):
@@ -184,3 +240,59 @@ class ServerlessNode(Model):
 
     spec: ServerlessNodeSpec = Field(default_factory=ServerlessNodeSpec)
     status: ServerlessNodeStatus | None = None
+
+
+class ProcessMigrationSpec(Model):
+    """Move one running process to another node, keeping its state (CRIU)."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "is immutable: create a new migration"}
+            ]
+        }
+    }
+
+    process: str = Field(
+        min_length=1,
+        max_length=253,
+        description="The ServerlessProcess to move, in this namespace.",
+    )
+    target_node: str = Field(
+        default="",
+        max_length=253,
+        description="Where to; empty = placement picks a node other than the current one.",
+    )
+    mode: MigrationMode = Field(
+        default="Auto",
+        description="Auto: post-copy where the target has lazy pages, pre-copy where both "
+        "nodes track dirty pages, else stop-and-copy.",
+    )
+
+
+class ProcessMigrationStatus(Model):
+    phase: MigrationPhase | None = None
+    mode: str = Field(default="", description="The mode used (Auto resolved).")
+    source_node: str = ""
+    target_node: str = ""
+    started_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    completed_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    frozen_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    downtime: str = Field(
+        default="", description="From freezing on the source to running on the target."
+    )
+    downtime_seconds: float | None = None
+    transferred_bytes: int = 0
+    pre_copy_iterations: int = 0
+    process_uid: str = ""
+    message: str = ""
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS)
+
+
+class ProcessMigration(Model):
+    """One move of a ServerlessProcess from its node to another, like a KubeVirt
+    VirtualMachineInstanceMigration: the source keeps running until the target has
+    confirmed, and any failure before that leaves it running where it was."""
+
+    spec: ProcessMigrationSpec
+    status: ProcessMigrationStatus | None = None

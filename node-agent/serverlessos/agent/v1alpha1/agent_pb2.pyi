@@ -76,6 +76,8 @@ class _ProcessStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProcessS
     """StopProcess in progress"""
     PROCESS_STATE_STOPPED: _ProcessState.ValueType  # 7
     """removed by StopProcess (only in events and StopProcess's reply)"""
+    PROCESS_STATE_FROZEN: _ProcessState.ValueType  # 8
+    """checkpointed for a migration: resumes or is removed when it ends"""
 
 class ProcessState(_ProcessState, metaclass=_ProcessStateEnumTypeWrapper): ...
 
@@ -93,6 +95,8 @@ PROCESS_STATE_STOPPING: ProcessState.ValueType  # 6
 """StopProcess in progress"""
 PROCESS_STATE_STOPPED: ProcessState.ValueType  # 7
 """removed by StopProcess (only in events and StopProcess's reply)"""
+PROCESS_STATE_FROZEN: ProcessState.ValueType  # 8
+"""checkpointed for a migration: resumes or is removed when it ends"""
 Global___ProcessState: _TypeAlias = ProcessState  # noqa: Y015
 
 class _EventType:
@@ -111,7 +115,13 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """a new run after an exit"""
     EVENT_TYPE_RESOURCES_UPDATED: _EventType.ValueType  # 6
     EVENT_TYPE_STOPPED: _EventType.ValueType  # 7
-    """removed by StopProcess"""
+    """removed by StopProcess, or migrated away"""
+    EVENT_TYPE_FROZEN: _EventType.ValueType  # 8
+    """frozen and checkpointed for a migration"""
+    EVENT_TYPE_RESUMED: _EventType.ValueType  # 9
+    """a migration was rolled back: running here again"""
+    EVENT_TYPE_RESTORED: _EventType.ValueType  # 10
+    """migrated in: restored from a checkpoint, running here"""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -125,8 +135,36 @@ EVENT_TYPE_RESTARTED: EventType.ValueType  # 5
 """a new run after an exit"""
 EVENT_TYPE_RESOURCES_UPDATED: EventType.ValueType  # 6
 EVENT_TYPE_STOPPED: EventType.ValueType  # 7
-"""removed by StopProcess"""
+"""removed by StopProcess, or migrated away"""
+EVENT_TYPE_FROZEN: EventType.ValueType  # 8
+"""frozen and checkpointed for a migration"""
+EVENT_TYPE_RESUMED: EventType.ValueType  # 9
+"""a migration was rolled back: running here again"""
+EVENT_TYPE_RESTORED: EventType.ValueType  # 10
+"""migrated in: restored from a checkpoint, running here"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+class _MigrationMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MigrationModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MigrationMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MIGRATION_MODE_UNSPECIFIED: _MigrationMode.ValueType  # 0
+    MIGRATION_MODE_STOP_AND_COPY: _MigrationMode.ValueType  # 1
+    """freeze, copy everything, restore"""
+    MIGRATION_MODE_POST_COPY: _MigrationMode.ValueType  # 2
+    """freeze, copy all but memory, restore, pull memory lazily"""
+
+class MigrationMode(_MigrationMode, metaclass=_MigrationModeEnumTypeWrapper):
+    """----- live migration -----"""
+
+MIGRATION_MODE_UNSPECIFIED: MigrationMode.ValueType  # 0
+MIGRATION_MODE_STOP_AND_COPY: MigrationMode.ValueType  # 1
+"""freeze, copy everything, restore"""
+MIGRATION_MODE_POST_COPY: MigrationMode.ValueType  # 2
+"""freeze, copy all but memory, restore, pull memory lazily"""
+Global___MigrationMode: _TypeAlias = MigrationMode  # noqa: Y015
 
 @_typing.final
 class ProcessRef(_message.Message):
@@ -760,3 +798,379 @@ class LogChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015
+
+@_typing.final
+class CheckpointProcessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    TARGET_ENDPOINT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    """unique per migration (the ProcessMigration's uid)"""
+    target_endpoint: _builtins.str
+    """host:port of the target agent"""
+    mode: Global___MigrationMode.ValueType
+    @_builtins.property
+    def ref(self) -> Global___ProcessRef: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___ProcessRef | None = ...,
+        migration_id: _builtins.str = ...,
+        target_endpoint: _builtins.str = ...,
+        mode: Global___MigrationMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration_id", b"migration_id", "mode", b"mode", "ref", b"ref", "target_endpoint", b"target_endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointProcessRequest: _TypeAlias = CheckpointProcessRequest  # noqa: Y015
+
+@_typing.final
+class CheckpointProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Stage:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[CheckpointProgress._Stage.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STAGE_UNSPECIFIED: CheckpointProgress._Stage.ValueType  # 0
+        STAGE_DUMPED: CheckpointProgress._Stage.ValueType  # 1
+        """frozen and checkpointed; sending to the target"""
+        STAGE_TRANSFERRED: CheckpointProgress._Stage.ValueType  # 2
+        """the target holds the checkpoint (the last message)"""
+
+    class Stage(_Stage, metaclass=_StageEnumTypeWrapper): ...
+    STAGE_UNSPECIFIED: CheckpointProgress.Stage.ValueType  # 0
+    STAGE_DUMPED: CheckpointProgress.Stage.ValueType  # 1
+    """frozen and checkpointed; sending to the target"""
+    STAGE_TRANSFERRED: CheckpointProgress.Stage.ValueType  # 2
+    """the target holds the checkpoint (the last message)"""
+
+    STAGE_FIELD_NUMBER: _builtins.int
+    FROZEN_AT_FIELD_NUMBER: _builtins.int
+    TRANSFERRED_BYTES_FIELD_NUMBER: _builtins.int
+    DUMP_SECONDS_FIELD_NUMBER: _builtins.int
+    TRANSFER_SECONDS_FIELD_NUMBER: _builtins.int
+    PAGE_SERVER_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    stage: Global___CheckpointProgress.Stage.ValueType
+    transferred_bytes: _builtins.int
+    """sent to the target (not counting lazy memory)"""
+    dump_seconds: _builtins.float
+    transfer_seconds: _builtins.float
+    page_server: _builtins.str
+    """post-copy: host:port serving the memory"""
+    memory_bytes: _builtins.int
+    """memory pages in the checkpoint"""
+    @_builtins.property
+    def frozen_at(self) -> _timestamp_pb2.Timestamp:
+        """when the process stopped running here"""
+
+    def __init__(
+        self,
+        *,
+        stage: Global___CheckpointProgress.Stage.ValueType = ...,
+        frozen_at: _timestamp_pb2.Timestamp | None = ...,
+        transferred_bytes: _builtins.int = ...,
+        dump_seconds: _builtins.float = ...,
+        transfer_seconds: _builtins.float = ...,
+        page_server: _builtins.str = ...,
+        memory_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frozen_at", b"frozen_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dump_seconds", b"dump_seconds", "frozen_at", b"frozen_at", "memory_bytes", b"memory_bytes", "page_server", b"page_server", "stage", b"stage", "transfer_seconds", b"transfer_seconds", "transferred_bytes", b"transferred_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointProgress: _TypeAlias = CheckpointProgress  # noqa: Y015
+
+@_typing.final
+class CheckpointChunk(_message.Message):
+    """A checkpoint, streamed: one header, then for each file a FileStart, its data
+    chunks and a FileEnd with its SHA-256, then a final Done.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    FILE_START_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FILE_END_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___CheckpointHeader: ...
+    @_builtins.property
+    def file_start(self) -> Global___FileStart: ...
+    @_builtins.property
+    def file_end(self) -> Global___FileEnd: ...
+    @_builtins.property
+    def done(self) -> Global___CheckpointDone: ...
+    def __init__(
+        self,
+        *,
+        header: Global___CheckpointHeader | None = ...,
+        file_start: Global___FileStart | None = ...,
+        data: _builtins.bytes = ...,
+        file_end: Global___FileEnd | None = ...,
+        done: Global___CheckpointDone | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "done", b"done", "file_end", b"file_end", "file_start", b"file_start", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "done", b"done", "file_end", b"file_end", "file_start", b"file_start", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "file_start", "data", "file_end", "done"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___CheckpointChunk: _TypeAlias = CheckpointChunk  # noqa: Y015
+
+@_typing.final
+class CheckpointHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_NODE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    PROCESS_FIELD_NUMBER: _builtins.int
+    LOG_PATH_FIELD_NUMBER: _builtins.int
+    WORKDIR_FIELD_NUMBER: _builtins.int
+    PAGE_SERVER_FIELD_NUMBER: _builtins.int
+    FROZEN_AT_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    source_node: _builtins.str
+    mode: Global___MigrationMode.ValueType
+    log_path: _builtins.str
+    """The record's own paths on the source, where CRIU expects them."""
+    workdir: _builtins.str
+    page_server: _builtins.str
+    """post-copy: host:port of the source's page server"""
+    frozen_at: _builtins.float
+    """unix seconds"""
+    @_builtins.property
+    def process(self) -> Global___Process:
+        """The process as the source knows it (spec with limits, uid, restarts)."""
+
+    def __init__(
+        self,
+        *,
+        migration_id: _builtins.str = ...,
+        source_node: _builtins.str = ...,
+        mode: Global___MigrationMode.ValueType = ...,
+        process: Global___Process | None = ...,
+        log_path: _builtins.str = ...,
+        workdir: _builtins.str = ...,
+        page_server: _builtins.str = ...,
+        frozen_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frozen_at", b"frozen_at", "log_path", b"log_path", "migration_id", b"migration_id", "mode", b"mode", "page_server", b"page_server", "process", b"process", "source_node", b"source_node", "workdir", b"workdir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointHeader: _TypeAlias = CheckpointHeader  # noqa: Y015
+
+@_typing.final
+class FileStart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    DIRECTORY_FIELD_NUMBER: _builtins.int
+    SYMLINK_TARGET_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Relative, under one of "images/", "work/", "logs/"."""
+    mode: _builtins.int
+    size: _builtins.int
+    directory: _builtins.bool
+    symlink_target: _builtins.str
+    """set for symbolic links (no data follows)"""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        mode: _builtins.int = ...,
+        size: _builtins.int = ...,
+        directory: _builtins.bool = ...,
+        symlink_target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory", b"directory", "mode", b"mode", "path", b"path", "size", b"size", "symlink_target", b"symlink_target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileStart: _TypeAlias = FileStart  # noqa: Y015
+
+@_typing.final
+class FileEnd(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileEnd: _TypeAlias = FileEnd  # noqa: Y015
+
+@_typing.final
+class CheckpointDone(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    files: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        files: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointDone: _TypeAlias = CheckpointDone  # noqa: Y015
+
+@_typing.final
+class ReceiveCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    received_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        received_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["received_bytes", b"received_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveCheckpointResponse: _TypeAlias = ReceiveCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class RestoreProcessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        migration_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration_id", b"migration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreProcessRequest: _TypeAlias = RestoreProcessRequest  # noqa: Y015
+
+@_typing.final
+class RestoreProcessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_FIELD_NUMBER: _builtins.int
+    RESUMED_AT_FIELD_NUMBER: _builtins.int
+    RESTORE_SECONDS_FIELD_NUMBER: _builtins.int
+    restore_seconds: _builtins.float
+    @_builtins.property
+    def process(self) -> Global___Process: ...
+    @_builtins.property
+    def resumed_at(self) -> _timestamp_pb2.Timestamp:
+        """when it started running here"""
+
+    def __init__(
+        self,
+        *,
+        process: Global___Process | None = ...,
+        resumed_at: _timestamp_pb2.Timestamp | None = ...,
+        restore_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process", "resumed_at", b"resumed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["process", b"process", "restore_seconds", b"restore_seconds", "resumed_at", b"resumed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreProcessResponse: _TypeAlias = RestoreProcessResponse  # noqa: Y015
+
+@_typing.final
+class FinishMigrationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_ID_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    migration_id: _builtins.str
+    commit: _builtins.bool
+    """true: the migration succeeded; false: roll back"""
+    timeout_seconds: _builtins.float
+    """How long a committing source waits for the target to pull the memory
+    (post-copy) before removing the original anyway. Unset = 600 s.
+    """
+    @_builtins.property
+    def ref(self) -> Global___ProcessRef: ...
+    def __init__(
+        self,
+        *,
+        migration_id: _builtins.str = ...,
+        ref: Global___ProcessRef | None = ...,
+        commit: _builtins.bool = ...,
+        timeout_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "ref", b"ref", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "commit", b"commit", "migration_id", b"migration_id", "ref", b"ref", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
+
+Global___FinishMigrationRequest: _TypeAlias = FinishMigrationRequest  # noqa: Y015
+
+@_typing.final
+class FinishMigrationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    """e.g. "removed", "resumed", "discarded", "nothing to do" """
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishMigrationResponse: _TypeAlias = FinishMigrationResponse  # noqa: Y015

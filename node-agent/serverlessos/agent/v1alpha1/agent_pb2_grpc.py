@@ -74,6 +74,26 @@ class AgentStub:
                 request_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.ReadLogsRequest.SerializeToString,
                 response_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.CheckpointProcess = channel.unary_stream(
+                '/serverlessos.agent.v1alpha1.Agent/CheckpointProcess',
+                request_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointProcessRequest.SerializeToString,
+                response_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointProgress.FromString,
+                _registered_method=True)
+        self.ReceiveCheckpoint = channel.stream_unary(
+                '/serverlessos.agent.v1alpha1.Agent/ReceiveCheckpoint',
+                request_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointChunk.SerializeToString,
+                response_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.ReceiveCheckpointResponse.FromString,
+                _registered_method=True)
+        self.RestoreProcess = channel.unary_unary(
+                '/serverlessos.agent.v1alpha1.Agent/RestoreProcess',
+                request_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.RestoreProcessRequest.SerializeToString,
+                response_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.RestoreProcessResponse.FromString,
+                _registered_method=True)
+        self.FinishMigration = channel.unary_unary(
+                '/serverlessos.agent.v1alpha1.Agent/FinishMigration',
+                request_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.FinishMigrationRequest.SerializeToString,
+                response_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.FinishMigrationResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -137,6 +157,44 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckpointProcess(self, request, context):
+        """----- Live migration. The operator drives it; agents do the work. -----
+        Source: freeze the process and checkpoint it with CRIU (it stays frozen,
+        never killed here), then send the checkpoint, its working directory and
+        its log to the target agent (ReceiveCheckpoint). Returns once the target
+        holds all of it, reporting each stage on the way. Post-copy leaves the
+        memory on the source, served by CRIU's page server until the target has
+        pulled every page. On any failure the process is resumed before the error
+        is returned. The work finishes even if the caller goes away.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveCheckpoint(self, request_iterator, context):
+        """Target, called by the source agent: receive a checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreProcess(self, request, context):
+        """Target: restore a received checkpoint. Returns once the process runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishMigration(self, request, context):
+        """End a migration on one agent. Source, commit: remove the frozen original
+        (after the memory was served, for post-copy). Source, rollback: resume
+        it. Target, rollback: drop what was received and kill an unconfirmed
+        restore. Idempotent: finishing an unknown or finished migration is OK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +237,26 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ReadLogs,
                     request_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.ReadLogsRequest.FromString,
                     response_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.LogChunk.SerializeToString,
+            ),
+            'CheckpointProcess': grpc.unary_stream_rpc_method_handler(
+                    servicer.CheckpointProcess,
+                    request_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointProcessRequest.FromString,
+                    response_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointProgress.SerializeToString,
+            ),
+            'ReceiveCheckpoint': grpc.stream_unary_rpc_method_handler(
+                    servicer.ReceiveCheckpoint,
+                    request_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointChunk.FromString,
+                    response_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.ReceiveCheckpointResponse.SerializeToString,
+            ),
+            'RestoreProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreProcess,
+                    request_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.RestoreProcessRequest.FromString,
+                    response_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.RestoreProcessResponse.SerializeToString,
+            ),
+            'FinishMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishMigration,
+                    request_deserializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.FinishMigrationRequest.FromString,
+                    response_serializer=serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.FinishMigrationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +475,114 @@ class Agent:
             '/serverlessos.agent.v1alpha1.Agent/ReadLogs',
             serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.ReadLogsRequest.SerializeToString,
             serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckpointProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/serverlessos.agent.v1alpha1.Agent/CheckpointProcess',
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointProcessRequest.SerializeToString,
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveCheckpoint(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/serverlessos.agent.v1alpha1.Agent/ReceiveCheckpoint',
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.CheckpointChunk.SerializeToString,
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.ReceiveCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serverlessos.agent.v1alpha1.Agent/RestoreProcess',
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.RestoreProcessRequest.SerializeToString,
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.RestoreProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serverlessos.agent.v1alpha1.Agent/FinishMigration',
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.FinishMigrationRequest.SerializeToString,
+            serverlessos_dot_agent_dot_v1alpha1_dot_agent__pb2.FinishMigrationResponse.FromString,
             options,
             channel_credentials,
             insecure,

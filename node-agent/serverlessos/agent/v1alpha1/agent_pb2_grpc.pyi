@@ -67,6 +67,26 @@ class AgentStub:
     GetNodeStats: _grpc.UnaryUnaryMultiCallable[_agent_pb2.GetNodeStatsRequest, _agent_pb2.NodeStats]
     ReadLogs: _grpc.UnaryStreamMultiCallable[_agent_pb2.ReadLogsRequest, _agent_pb2.LogChunk]
     """The process's combined stdout and stderr."""
+    CheckpointProcess: _grpc.UnaryStreamMultiCallable[_agent_pb2.CheckpointProcessRequest, _agent_pb2.CheckpointProgress]
+    """----- Live migration. The operator drives it; agents do the work. -----
+    Source: freeze the process and checkpoint it with CRIU (it stays frozen,
+    never killed here), then send the checkpoint, its working directory and
+    its log to the target agent (ReceiveCheckpoint). Returns once the target
+    holds all of it, reporting each stage on the way. Post-copy leaves the
+    memory on the source, served by CRIU's page server until the target has
+    pulled every page. On any failure the process is resumed before the error
+    is returned. The work finishes even if the caller goes away.
+    """
+    ReceiveCheckpoint: _grpc.StreamUnaryMultiCallable[_agent_pb2.CheckpointChunk, _agent_pb2.ReceiveCheckpointResponse]
+    """Target, called by the source agent: receive a checkpoint."""
+    RestoreProcess: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RestoreProcessRequest, _agent_pb2.RestoreProcessResponse]
+    """Target: restore a received checkpoint. Returns once the process runs."""
+    FinishMigration: _grpc.UnaryUnaryMultiCallable[_agent_pb2.FinishMigrationRequest, _agent_pb2.FinishMigrationResponse]
+    """End a migration on one agent. Source, commit: remove the frozen original
+    (after the memory was served, for post-copy). Source, rollback: resume
+    it. Target, rollback: drop what was received and kill an unconfirmed
+    restore. Idempotent: finishing an unknown or finished migration is OK.
+    """
 
 @_typing.type_check_only
 class AgentAsyncStub(AgentStub):
@@ -92,6 +112,26 @@ class AgentAsyncStub(AgentStub):
     GetNodeStats: _aio.UnaryUnaryMultiCallable[_agent_pb2.GetNodeStatsRequest, _agent_pb2.NodeStats]  # type: ignore[assignment]
     ReadLogs: _aio.UnaryStreamMultiCallable[_agent_pb2.ReadLogsRequest, _agent_pb2.LogChunk]  # type: ignore[assignment]
     """The process's combined stdout and stderr."""
+    CheckpointProcess: _aio.UnaryStreamMultiCallable[_agent_pb2.CheckpointProcessRequest, _agent_pb2.CheckpointProgress]  # type: ignore[assignment]
+    """----- Live migration. The operator drives it; agents do the work. -----
+    Source: freeze the process and checkpoint it with CRIU (it stays frozen,
+    never killed here), then send the checkpoint, its working directory and
+    its log to the target agent (ReceiveCheckpoint). Returns once the target
+    holds all of it, reporting each stage on the way. Post-copy leaves the
+    memory on the source, served by CRIU's page server until the target has
+    pulled every page. On any failure the process is resumed before the error
+    is returned. The work finishes even if the caller goes away.
+    """
+    ReceiveCheckpoint: _aio.StreamUnaryMultiCallable[_agent_pb2.CheckpointChunk, _agent_pb2.ReceiveCheckpointResponse]  # type: ignore[assignment]
+    """Target, called by the source agent: receive a checkpoint."""
+    RestoreProcess: _aio.UnaryUnaryMultiCallable[_agent_pb2.RestoreProcessRequest, _agent_pb2.RestoreProcessResponse]  # type: ignore[assignment]
+    """Target: restore a received checkpoint. Returns once the process runs."""
+    FinishMigration: _aio.UnaryUnaryMultiCallable[_agent_pb2.FinishMigrationRequest, _agent_pb2.FinishMigrationResponse]  # type: ignore[assignment]
+    """End a migration on one agent. Source, commit: remove the frozen original
+    (after the memory was served, for post-copy). Source, rollback: resume
+    it. Target, rollback: drop what was received and kill an unconfirmed
+    restore. Idempotent: finishing an unknown or finished migration is OK.
+    """
 
 class AgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -162,5 +202,49 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.LogChunk], _abc.AsyncIterator[_agent_pb2.LogChunk]]:
         """The process's combined stdout and stderr."""
+
+    @_abc_1.abstractmethod
+    def CheckpointProcess(
+        self,
+        request: _agent_pb2.CheckpointProcessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_pb2.CheckpointProgress], _abc.AsyncIterator[_agent_pb2.CheckpointProgress]]:
+        """----- Live migration. The operator drives it; agents do the work. -----
+        Source: freeze the process and checkpoint it with CRIU (it stays frozen,
+        never killed here), then send the checkpoint, its working directory and
+        its log to the target agent (ReceiveCheckpoint). Returns once the target
+        holds all of it, reporting each stage on the way. Post-copy leaves the
+        memory on the source, served by CRIU's page server until the target has
+        pulled every page. On any failure the process is resumed before the error
+        is returned. The work finishes even if the caller goes away.
+        """
+
+    @_abc_1.abstractmethod
+    def ReceiveCheckpoint(
+        self,
+        request_iterator: _MaybeAsyncIterator[_agent_pb2.CheckpointChunk],
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ReceiveCheckpointResponse, _abc.Awaitable[_agent_pb2.ReceiveCheckpointResponse]]:
+        """Target, called by the source agent: receive a checkpoint."""
+
+    @_abc_1.abstractmethod
+    def RestoreProcess(
+        self,
+        request: _agent_pb2.RestoreProcessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.RestoreProcessResponse, _abc.Awaitable[_agent_pb2.RestoreProcessResponse]]:
+        """Target: restore a received checkpoint. Returns once the process runs."""
+
+    @_abc_1.abstractmethod
+    def FinishMigration(
+        self,
+        request: _agent_pb2.FinishMigrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.FinishMigrationResponse, _abc.Awaitable[_agent_pb2.FinishMigrationResponse]]:
+        """End a migration on one agent. Source, commit: remove the frozen original
+        (after the memory was served, for post-copy). Source, rollback: resume
+        it. Target, rollback: drop what was received and kill an unconfirmed
+        restore. Idempotent: finishing an unknown or finished migration is OK.
+        """
 
 def add_AgentServicer_to_server(servicer: AgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
