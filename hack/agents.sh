@@ -10,6 +10,12 @@
 # node's name, and registers the node's ServerlessNode through the API server
 # (reached at the bridge address 10.77.0.1). Its processes are real, in cgroups
 # under serverlessos/<node>.
+#
+# Each agent also gets its own mount namespace in which its node's directory is
+# bind-mounted at one path, $NODE_STATE (default /var/lib/serverlessos, a DaemonSet's
+# hostPath): on real nodes an agent's state dir has the same path everywhere, and
+# live migration relies on it (CRIU restores open files and working directories at
+# the paths they had on the source node).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +27,7 @@ GATEWAY="$SUBNET.1"
 AGENT="$REPO/.venv/bin/serverlessos-agent"
 CRIU="${SERVERLESSOS_CACHE:-$HOME/.cache/serverlessos}/bin/criu"  # hack/install-criu.sh
 CGROUP_BASE=serverlessos
+NODE_STATE="${SERVERLESSOS_NODE_STATE:-/var/lib/serverlessos}"
 
 say() { printf '  %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -80,11 +87,16 @@ start_agent() {
     return 0
   fi
   rm -f "$state/state/agent.json"  # left by a killed agent; its presence means ready
+  mkdir -p "$state/state" "$NODE_STATE"
   # nsenter, not "ip netns exec": that remounts /sys, hiding the cgroup hierarchies.
-  nsenter --net="/var/run/netns/$ns" setsid "$AGENT" serve \
+  # unshare --mount: a private mount namespace with this node's dir at $NODE_STATE.
+  # shellcheck disable=SC2016
+  nsenter --net="/var/run/netns/$ns" unshare --mount --propagation private \
+    sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh "$state/state" "$NODE_STATE" \
+    setsid "$AGENT" serve \
     --node-name "$node" \
     --listen "$ip:7420" --metrics-listen "$ip:7421" \
-    --state-dir "$state/state" \
+    --state-dir "$NODE_STATE" \
     --cgroup-root "$CGROUP_BASE/$node" \
     --kubeconfig "$kubeconfig" --heartbeat-interval 5s \
     --criu "$CRIU" \

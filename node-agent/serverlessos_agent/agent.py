@@ -23,6 +23,7 @@ from .cgroup import detect
 from .errors import FailedPrecondition
 from .events import EventLog
 from .metrics import AgentCollector, Metrics, Snapshot
+from .migration import Migrations
 from .privileges import missing_privileges
 from .registration import NodeFacts, Registrar, node_status
 from .restart import Backoff
@@ -95,7 +96,17 @@ async def run(config: AgentConfig) -> None:
     sampler = StatsSampler(driver)
     capacity = NodeCapacity(cpu_millis=sampler.cpus * 1000, memory_bytes=sampler.memory_total)
     events = EventLog(config.state_dir / "events.jsonl")
-    spawner = Spawner()
+    criu_info = await asyncio.to_thread(criu.detect, config.criu)
+    if criu_info is None:
+        log.info("no CRIU (%s) on this node: processes cannot be migrated", config.criu)
+    else:
+        log.info(
+            "CRIU %s at %s: %s",
+            criu_info.version,
+            criu_info.path,
+            ", ".join(criu_info.features) if criu_info.usable else criu_info.problem,
+        )
+    spawner = Spawner(can_restore=criu_info is not None and criu_info.usable)
     supervisor = Supervisor(
         SupervisorConfig(
             state_dir=config.state_dir,
@@ -131,15 +142,19 @@ async def run(config: AgentConfig) -> None:
             ("grpc.http2.max_ping_strikes", 0),
         ]
     )
+    host, port = split_host_port(config.listen)
+    # CRIU's page server (post-copy) listens where the operator reaches this agent.
+    advertised = split_host_port(config.advertise_address)[0] if config.advertise_address else host
+    migrations = Migrations(config.node_name, supervisor, criu_info, advertised)
     pb_grpc.add_AgentServicer_to_server(
-        AgentServicer(config.node_name, supervisor, metrics, lambda: latest[0]), server
+        AgentServicer(config.node_name, supervisor, metrics, lambda: latest[0], migrations),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    host, port = split_host_port(config.listen)
     bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if bound == 0:
         raise SystemExit(f"cannot listen on {config.listen}")
@@ -171,16 +186,6 @@ async def run(config: AgentConfig) -> None:
                 "--advertise-address HOST:PORT is needed when listening on all addresses, "
                 "so the operator knows where to reach this agent"
             )
-        criu_info = await asyncio.to_thread(criu.detect, config.criu)
-        if criu_info is None:
-            log.info("no CRIU (%s) on this node: processes cannot be migrated", config.criu)
-        else:
-            log.info(
-                "CRIU %s at %s: %s",
-                criu_info.version,
-                criu_info.path,
-                ", ".join(criu_info.features) if criu_info.usable else criu_info.problem,
-            )
         facts = NodeFacts(config.node_name, advertise, driver.version, not problems, criu_info)
         registrar = Registrar(facts, config.kubeconfig)
         tasks.append(
@@ -198,6 +203,7 @@ async def run(config: AgentConfig) -> None:
             try:
                 latest[0] = sampler.sample(supervisor.groups())
                 supervisor.rotate_logs()
+                migrations.remove_leftovers()
             except Exception:
                 log.exception("stats sampling failed")
 

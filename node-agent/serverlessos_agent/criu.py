@@ -2,16 +2,25 @@
 
 Detected once at start and published in the node's ServerlessNode capabilities,
 so the operator can choose a migration mode (post-copy needs lazy pages through
-userfaultfd, pre-copy needs soft-dirty tracking). Checkpoint and restore build
-on this in the live-migration work.
+userfaultfd, pre-copy needs soft-dirty tracking), and CRIU's RPC interface
+(`Swrk`) that checkpoint and restore go through.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from serverlessos.criu import rpc_pb2 as rpc
+
+from .errors import FailedPrecondition
 
 # criu check --feature NAME: what each tells us.
 FEATURES = {
@@ -70,3 +79,81 @@ def detect(binary: str = "criu") -> CriuInfo | None:
         lines = (check.stderr or check.stdout).strip().splitlines()
         problem = lines[-1] if lines else f"criu check exited {check.returncode}"
     return CriuInfo(path, version, usable, features, problem)
+
+
+# ----- CRIU's RPC interface (`criu swrk`) -----------------------------------
+
+
+class CriuError(FailedPrecondition):
+    """CRIU refused or failed; the message carries CRIU's own reason."""
+
+
+Notify = Callable[[str, int], None]  # script name ("pre-dump", "post-resume", ...), pid
+
+
+def log_tail(path: Path, lines: int = 6) -> str:
+    """CRIU's reason for a failure: the last error lines of its log."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in text if "Error" in line or "error" in line.lower()]
+    picked = (errors or text)[-lines:]
+    # "(00.012345) Error (criu/files-reg.c:2003): ..." -> the message after the location.
+    return "; ".join(re.sub(r"^\([0-9. ]+\)\s*", "", line).strip() for line in picked)
+
+
+class Swrk:
+    """One `criu swrk` child speaking protobuf over a SOCK_SEQPACKET socketpair.
+
+    Requests are answered in order; with notify_scripts on, CRIU interleaves
+    NOTIFY responses (its hook points), each acknowledged before it goes on.
+    `pass_fds` are fds CRIU needs to see in this process (images dir, status fd):
+    it opens them through /proc/<our pid>/fd/N.
+    """
+
+    def __init__(self, binary: str) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = ours
+        self.proc = subprocess.Popen(
+            [binary, "swrk", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        theirs.close()
+
+    def call(self, request: rpc.Request, on_notify: Notify | None = None) -> rpc.Response:
+        self._sock.send(request.SerializeToString())
+        while True:
+            data = self._sock.recv(1 << 20)
+            if not data:
+                code = self.proc.wait()
+                raise CriuError(f"criu exited ({code}) before answering")
+            response = rpc.Response.FromString(data)
+            if response.type != rpc.NOTIFY:
+                return response
+            if on_notify is not None:
+                on_notify(response.notify.script, response.notify.pid)
+            self._sock.send(rpc.Request(type=rpc.NOTIFY, notify_success=True).SerializeToString())
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def checked(response: rpc.Response, what: str, log_file: Path) -> rpc.Response:
+    """The response if it succeeded; else CriuError with CRIU's reason."""
+    if response.success:
+        return response
+    reason = response.cr_errmsg or log_tail(log_file) or os.strerror(response.cr_errno or 0)
+    raise CriuError(f"CRIU {what} failed: {reason}")

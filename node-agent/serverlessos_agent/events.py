@@ -34,6 +34,9 @@ class EventType(enum.StrEnum):
     RESTARTED = "Restarted"
     RESOURCES_UPDATED = "ResourcesUpdated"
     STOPPED = "Stopped"
+    FROZEN = "Frozen"
+    RESUMED = "Resumed"
+    RESTORED = "Restored"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class State(enum.StrEnum):
     FAILED = "Failed"
     STOPPING = "Stopping"
     STOPPED = "Stopped"
+    FROZEN = "Frozen"  # checkpointed for a migration; resumed or removed when it ends
 
 
 class Reason(enum.StrEnum):
@@ -118,6 +119,7 @@ class ProcessRecord:
     last_termination: Termination | None = None
     message: str = ""
     next_restart_at: float = 0.0
+    migration_id: str = ""  # set while FROZEN for a migration, or restored by one
 
     @property
     def ref(self) -> Ref:

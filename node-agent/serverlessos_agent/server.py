@@ -25,6 +25,7 @@ from .errors import (
 )
 from .logs import follow, tail
 from .metrics import Metrics
+from .migration import Migrations
 from .model import Ref, State
 from .stats import NodeSample
 from .supervisor import Supervisor
@@ -102,11 +103,13 @@ class AgentServicer(pb_grpc.AgentServicer):
         supervisor: Supervisor,
         metrics: Metrics,
         latest_sample: Callable[[], NodeSample],
+        migrations: Migrations,
     ) -> None:
         self.node_name = node_name
         self.supervisor = supervisor
         self.metrics = metrics
         self.latest_sample = latest_sample
+        self.migrations = migrations
 
     def _pb(self, record: Any) -> pb.Process:
         return convert.process_to_pb(record, self.supervisor.driver.display_path(record.cgroup))
@@ -184,3 +187,78 @@ class AgentServicer(pb_grpc.AgentServicer):
 
         async for chunk in follow(path, offset, finished):
             yield pb.LogChunk(data=chunk)
+
+    # ----- live migration --------------------------------------------------
+
+    async def CheckpointProcess(
+        self, request: pb.CheckpointProcessRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.CheckpointProgress]:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        queue: asyncio.Queue[pb.CheckpointProgress] = asyncio.Queue()
+        try:
+            ref = _ref(request.ref)
+            # Finished even if the caller goes away: a half-done checkpoint would leave
+            # the process frozen (the work resumes it itself when it fails).
+            work = asyncio.get_running_loop().create_task(
+                self.migrations.checkpoint(
+                    ref, request.migration_id, request.target_endpoint, request.mode, queue.put
+                )
+            )
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                while not queue.empty():
+                    yield queue.get_nowait()
+                await work  # raises its error
+                return
+        except AgentError as exc:
+            code = _code(exc)
+            await context.abort(code, str(exc))
+        except Exception as exc:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("CheckpointProcess failed")
+            await context.abort(code, f"internal error in the agent: {exc!r}")
+        finally:
+            self.metrics.rpc_duration.labels("CheckpointProcess", code.name).observe(
+                time.perf_counter() - started
+            )
+
+    async def ReceiveCheckpoint(
+        self,
+        request_iterator: AsyncIterator[pb.CheckpointChunk],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.ReceiveCheckpointResponse:
+        try:
+            received = await self.migrations.receive(request_iterator)
+        except AgentError as exc:
+            await context.abort(_code(exc), str(exc))
+            raise AssertionError("unreachable") from exc
+        return pb.ReceiveCheckpointResponse(received_bytes=received)
+
+    @unary
+    async def RestoreProcess(
+        self, request: pb.RestoreProcessRequest, context: Any
+    ) -> pb.RestoreProcessResponse:
+        record, resumed_at, seconds = await _finish_even_if_cancelled(
+            self.migrations.restore(request.migration_id)
+        )
+        return pb.RestoreProcessResponse(
+            process=self._pb(record),
+            resumed_at=convert.timestamp(resumed_at),
+            restore_seconds=seconds,
+        )
+
+    @unary
+    async def FinishMigration(
+        self, request: pb.FinishMigrationRequest, context: Any
+    ) -> pb.FinishMigrationResponse:
+        timeout = request.timeout_seconds if request.HasField("timeout_seconds") else 600.0
+        outcome = await _finish_even_if_cancelled(
+            self.migrations.finish(request.migration_id, _ref(request.ref), request.commit, timeout)
+        )
+        return pb.FinishMigrationResponse(outcome=outcome)

@@ -11,12 +11,16 @@ start processes. For each, it forks a *shim*: a session leader that
    `run/shim.json`,
 4. waits for it, and writes how it ended to `run/exit.json`.
 
+A shim can also *restore* a process from a CRIU checkpoint (live migration)
+instead of starting it; see `_restore`.
+
 Shims do not depend on the agent: a killed or restarted agent re-adopts them
 from `run/shim.json` and learns of exits from `run/exit.json`. Forking from a
 small pre-started server instead of the multi-threaded gRPC agent keeps
 starts fast and fork-safe.
 
-Only the standard library is imported here, to keep the fork server small.
+Only the standard library is imported here, to keep the fork server small
+(CRIU's RPC module is imported only by fork servers of nodes that restore).
 """
 
 from __future__ import annotations
@@ -116,6 +120,69 @@ def _start(request: dict[str, Any]) -> subprocess.Popen[bytes]:
             _join(request["shim_procs"])  # best effort: a shim elsewhere still works
 
 
+def _restore(request: dict[str, Any]) -> tuple[int, float]:
+    """Restore a checkpoint (live migration) as our child, inside the process's cgroups.
+
+    CRIU runs as our child (`criu swrk`) and, with rst_sibling, makes the restored
+    process its sibling: our child, so we wait for it like any other run. Its
+    cgroups from the source node are ignored; it inherits ours (joined first), so
+    it is limited from its first instruction here too. (pid, when it resumed)
+    """
+    from serverlessos.criu import rpc_pb2 as rpc  # noqa: PLC0415 (see serve)
+
+    from .criu import CriuError, Swrk, checked  # noqa: PLC0415
+
+    restore = request["restore"]
+    try:
+        _join(request["procs"])
+    except OSError as exc:
+        raise SetupError("cgroup", f"cannot enter the process's cgroup: {exc}") from exc
+    images = os.open(restore["images"], os.O_RDONLY | os.O_DIRECTORY)
+    resumed = 0.0
+
+    def on_notify(script: str, pid: int) -> None:
+        nonlocal resumed
+        if script == "post-resume":
+            resumed = time.time()
+
+    swrk = Swrk(restore["criu"])
+    try:
+        options = rpc.Options(
+            images_dir_fd=images,
+            log_file="restore.log",
+            log_level=4,
+            rst_sibling=True,
+            manage_cgroups=True,
+            manage_cgroups_mode=rpc.IGNORE,
+            notify_scripts=True,
+            tcp_close=True,
+            lazy_pages=bool(restore.get("lazy")),
+        )
+        response = checked(
+            swrk.call(rpc.Request(type=rpc.RESTORE, opts=options), on_notify),
+            "restore",
+            Path(restore["images"]) / "restore.log",
+        )
+    except (CriuError, OSError) as exc:
+        raise SetupError("restore", str(exc)) from exc
+    finally:
+        swrk.close()
+        os.close(images)
+        with contextlib.suppress(OSError):
+            _join(request["shim_procs"])
+    return response.restore.pid, resumed or time.time()
+
+
+def _wait(pid: int) -> int:
+    """Like Popen.wait: the exit code, or -signal."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        return os.waitstatus_to_exitcode(status)
+
+
 def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
     run_dir = Path(request["run_dir"])
     try:
@@ -130,7 +197,11 @@ def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
         os.dup2(log, 2)
         os.close(null)
         os.close(log)
-        child = _start(request)
+        if request.get("restore"):
+            pid, started_at = _restore(request)
+        else:
+            child = _start(request)
+            pid, started_at = child.pid, time.time()
         me = os.getpid()
         info = {
             "id": request["id"],
@@ -138,14 +209,14 @@ def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
             "attempt": request["attempt"],
             "shim_pid": me,
             "shim_start": start_time(me),
-            "pid": child.pid,
-            "pid_start": start_time(child.pid) or 0,
-            "started_at": time.time(),
+            "pid": pid,
+            "pid_start": start_time(pid) or 0,
+            "started_at": started_at,
         }
         _write_json(run_dir / "shim.json", info)
         _send(report, info)
         report.close()
-        code = child.wait()
+        code = _wait(pid)
         _write_json(
             run_dir / "exit.json",
             {
@@ -162,8 +233,12 @@ def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
     os._exit(0)
 
 
-def serve(fd: int) -> NoReturn:
+def serve(fd: int, can_restore: bool = False) -> NoReturn:
     """The fork server's loop: one request in, one shim forked; exit when the agent goes."""
+    if can_restore:
+        # Restores happen during a migration's downtime: import CRIU's RPC (protobuf)
+        # once here, not in every restoring shim.
+        from . import criu  # noqa: F401, PLC0415
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C is for the agent, which closes us
@@ -180,4 +255,4 @@ def serve(fd: int) -> NoReturn:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), can_restore="--restore" in sys.argv[2:])

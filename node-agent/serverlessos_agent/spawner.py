@@ -28,6 +28,9 @@ class SpawnRequest:
     procs: list[str]  # cgroup.procs files for the process
     shim_procs: list[str] = field(default_factory=list)  # ... and for its shim
     attempt: int = 0
+    # Restore from a CRIU checkpoint instead of exec (live migration):
+    # {"criu": binary, "images": dir, "lazy": post-copy}. argv/env/cwd are then unused.
+    restore: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class SpawnResult:
 
 
 class Spawner:
-    def __init__(self) -> None:
+    def __init__(self, can_restore: bool = False) -> None:
+        self.can_restore = can_restore
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending: dict[int, asyncio.Future[SpawnResult]] = {}
@@ -55,7 +59,13 @@ class Spawner:
             self._proc.poll()  # reap a fork server that died
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "serverlessos_agent.shim", str(theirs.fileno())],
+            [
+                sys.executable,
+                "-m",
+                "serverlessos_agent.shim",
+                str(theirs.fileno()),
+                *(["--restore"] if self.can_restore else []),
+            ],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )

@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .cgroup import CgroupDriver
 from .errors import AlreadyExists, FailedPrecondition, NotFound
@@ -158,7 +159,9 @@ class Supervisor:
         self.driver.create(record.cgroup)
         self.driver.set_limits(record.cgroup, record.spec.resources)
 
-    async def _launch(self, record: ProcessRecord, live: _Live) -> None:
+    async def _launch(
+        self, record: ProcessRecord, live: _Live, restore: dict[str, Any] | None = None
+    ) -> None:
         spec = record.spec
         self._prepare_cgroup(record)
         run_dir = self.store.run_dir(spec.ref)
@@ -178,9 +181,12 @@ class Supervisor:
             procs=[str(p) for p in self.driver.procs_files(record.cgroup)],
             shim_procs=[str(p) for p in self.driver.procs_files(self.driver.shim_group)],
             attempt=record.attempt,
+            restore=restore,
         )
         live.exited.clear()
         result = await self.spawner.spawn(request)
+        if not result.ok and restore is not None:
+            raise FailedPrecondition(result.error)  # the caller rolls back; nothing ran
         if not result.ok:
             now = time.time()
             termination = Termination(
@@ -208,7 +214,10 @@ class Supervisor:
         self.store.save(record)
         # Announce the start before watching: a run that already ended is reported
         # by _watch at once, and its exit must come after its start.
-        self._emit(record, EventType.STARTED if record.attempt == 0 else EventType.RESTARTED)
+        if restore is not None:
+            self._emit(record, EventType.RESTORED, f"restored from migration {record.migration_id}")
+        else:
+            self._emit(record, EventType.STARTED if record.attempt == 0 else EventType.RESTARTED)
         self._watch(record, live, result.shim_pid, result.shim_start)
 
     def _watch(self, record: ProcessRecord, live: _Live, watch_pid: int, watch_start: int) -> None:
@@ -336,7 +345,9 @@ class Supervisor:
 
     # ----- stop ----------------------------------------------------------
 
-    async def stop_process(self, ref: Ref, grace: float | None = None) -> ProcessRecord:
+    async def stop_process(
+        self, ref: Ref, grace: float | None = None, message: str = "stopped"
+    ) -> ProcessRecord:
         record = self.get(ref)
         live = self._live[ref]
         grace = self.config.default_grace if grace is None else max(0.0, grace)
@@ -355,8 +366,8 @@ class Supervisor:
             self._forget(record)
             self.store.delete(ref)
             record.state = State.STOPPED
-            record.message = "stopped"
-            self._emit(record, EventType.STOPPED)
+            record.message = message
+            self._emit(record, EventType.STOPPED, message)
         return record
 
     async def _terminate(self, record: ProcessRecord, live: _Live, grace: float) -> None:
@@ -437,7 +448,7 @@ class Supervisor:
                 self._restart_later(record.ref, delay)
             )
             return
-        if record.state not in (State.RUNNING, State.PENDING, State.STOPPING):
+        if record.state not in (State.RUNNING, State.PENDING, State.STOPPING, State.FROZEN):
             return
         run = record.run or self._run_from_shim(record)
         if run is None and record.state == State.STOPPING:
@@ -496,6 +507,86 @@ class Supervisor:
             pid_start=info["pid_start"],
             started_at=info["started_at"],
         )
+
+    # ----- live migration (see migration.py) -----------------------------
+
+    async def freeze(self, ref: Ref, migration_id: str) -> ProcessRecord:
+        """Mark a running process frozen for a migration (CRIU freezes it next)."""
+        record = self.get(ref)
+        live = self._live[ref]
+        async with live.lock:
+            if record.state == State.FROZEN and record.migration_id == migration_id:
+                return record
+            if record.state != State.RUNNING or record.run is None:
+                raise FailedPrecondition(
+                    f"process {ref} is {record.state}, not Running: only a running process "
+                    "can be checkpointed"
+                )
+            record.state = State.FROZEN
+            record.migration_id = migration_id
+            record.message = f"frozen for migration {migration_id}"
+            self.store.save(record)
+            self._emit(record, EventType.FROZEN, record.message)
+        return record
+
+    async def resume(self, ref: Ref, migration_id: str, why: str) -> bool:
+        """Roll a migration back on the source: the frozen process runs on. False if
+        it was not frozen for that migration."""
+        record = self.records.get(ref)
+        live = self._live.get(ref)
+        if record is None or live is None:
+            return False
+        async with live.lock:
+            if record.state != State.FROZEN or record.migration_id != migration_id:
+                return False
+            # CRIU leaves the tree stopped (SIGSTOP); SIGCONT continues every task.
+            for pid in self.driver.pids(record.cgroup):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            record.state = State.RUNNING if record.run is not None else record.state
+            record.migration_id = ""
+            record.message = f"resumed: {why}"
+            self.store.save(record)
+            self._emit(record, EventType.RESUMED, record.message)
+        return True
+
+    async def restore_process(
+        self, spec: ProcessSpec, uid: str, restarts: int, migration_id: str, restore: dict[str, Any]
+    ) -> ProcessRecord:
+        """Run a process from a checkpoint (the target of a migration): like a start,
+        but CRIU restores it. Raises (leaving nothing) if the restore fails."""
+        check_spec(spec, self.capacity)
+        if self.privilege_problems:
+            raise FailedPrecondition("; ".join(self.privilege_problems))
+        if spec.ref in self.records:
+            raise AlreadyExists(f"process {spec.ref} already exists on this node")
+        directory = self.store.dir(spec.ref)
+        record = ProcessRecord(
+            uid=uid,
+            spec=spec,
+            state=State.PENDING,
+            created_at=time.time(),
+            cgroup=self.driver.group(spec.ref),
+            log_path=str(directory / "logs" / "output.log"),
+            workdir=str(directory / "work"),
+            restarts=restarts,
+            migration_id=migration_id,
+        )
+        live = _Live()
+        self.records[spec.ref] = record
+        self._live[spec.ref] = live
+        async with live.lock:
+            try:
+                self.store.save(record)
+                await self._launch(record, live, restore)
+            except Exception:
+                self._forget(record)
+                self.store.delete(spec.ref)
+                with contextlib.suppress(Exception):
+                    self.driver.kill(record.cgroup)
+                    await self._remove_cgroup(record.cgroup)
+                raise
+        return record
 
     # ----- housekeeping --------------------------------------------------
 

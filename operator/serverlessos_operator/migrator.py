@@ -313,6 +313,10 @@ class Migrator:
             message=f"running on {m.target}; removing the original on {m.source}",
         )
         outcome = await self._finish_on(m, m.source, commit=True)
+        # The target only cleans up its received checkpoint: best effort (its agent
+        # also removes leftovers by itself).
+        await self._finish_on(m, m.target, commit=True, attempts=3)
+        self._release(m)
         mode = m.status.get("mode", "")
         await self._status(
             m,
