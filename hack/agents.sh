@@ -12,7 +12,7 @@
 # under serverlessos/<node>.
 #
 # Each agent also gets its own mount namespace in which its node's directory is
-# bind-mounted at one path, $NODE_STATE (default /var/lib/serverlessos, a DaemonSet's
+# bind-mounted at one path, $NODE_STATE (default /var/lib/serverlessos-agent, the DaemonSet's
 # hostPath): on real nodes an agent's state dir has the same path everywhere, and
 # live migration relies on it (CRIU restores open files and working directories at
 # the paths they had on the source node).
@@ -27,7 +27,7 @@ GATEWAY="$SUBNET.1"
 AGENT="$REPO/.venv/bin/serverlessos-agent"
 CRIU="${SERVERLESSOS_CACHE:-$HOME/.cache/serverlessos}/bin/criu"  # hack/install-criu.sh
 CGROUP_BASE=serverlessos
-NODE_STATE="${SERVERLESSOS_NODE_STATE:-/var/lib/serverlessos}"
+NODE_STATE="${SERVERLESSOS_NODE_STATE:-/var/lib/serverlessos-agent}"
 
 say() { printf '  %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 #
-# hack/install-criu.sh - install CRIU from Debian trixie into a private,
+# hack/install-criu.sh - install CRIU from Debian forky into a private,
 # versioned cache directory, together with the glibc and libraries it needs,
 # and set the sysctls CRIU needs on this machine:
 #
-#   $CACHE/criu-<version>/usr/sbin/criu        trixie's criu (<version> = its
-#                                              Debian version, e.g. 4.1.1-1)
-#   $CACHE/criu-<version>/usr/lib/<triplet>/   trixie's libc6 and the rest of
+#   $CACHE/criu-<version>/usr/sbin/criu        forky's criu (<version> = its
+#                                              Debian version, e.g. 4.2.1-1)
+#   $CACHE/criu-<version>/usr/lib/<triplet>/   forky's libc6 and the rest of
 #                                              criu's dependency closure
 #   $CACHE/criu-<version>/bin/criu             wrapper: runs criu through the
 #                                              prefix's own loader
@@ -14,8 +14,10 @@
 #
 # where CACHE=${SERVERLESSOS_CACHE:-$HOME/.cache/serverlessos}. Why (see
 # PLATFORM.md, "CRIU"): bookworm's criu 3.17 fails on this kernel; trixie's
-# criu needs glibc 2.38 while bookworm has 2.36, so it runs through trixie's
-# ld-linux with --library-path pointing into the prefix. --library-path (not
+# 4.1.1 dumps no process with a TCP or UDP socket on kernels >= 6.16 ("Can't
+# get 1:16 opt": SO_PASSCRED became unix/netlink-only; fixed in CRIU 4.2), so
+# forky's 4.2.1 it is. It needs a newer glibc than bookworm's, so it runs
+# through its own ld-linux with --library-path pointing into the prefix. --library-path (not
 # LD_LIBRARY_PATH) applies to criu alone: the programs criu runs (ip,
 # iptables, tar, action scripts) keep using the system's libraries.
 #
@@ -31,7 +33,7 @@
 # step's output to $CACHE/logs/install-criu-<step>.log. A warm run checks the
 # version, the sysctls, the symlink and `criu --version`.
 #
-# Environment: SERVERLESSOS_CACHE, CRIU_DEBIAN_SUITE (default trixie),
+# Environment: SERVERLESSOS_CACHE, CRIU_DEBIAN_SUITE (default forky),
 # CRIU_SKIP_SYSCTL=1 (leave the sysctls alone), plus the DEBIAN_PKG_* knobs of
 # hack/lib/debian-pkg.sh.
 set -euo pipefail
@@ -42,7 +44,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source=hack/lib/install.sh
 . "$here/lib/install.sh"
 
-suite=${CRIU_DEBIAN_SUITE:-trixie}
+suite=${CRIU_DEBIAN_SUITE:-forky}
 
 install_setup install-criu
 

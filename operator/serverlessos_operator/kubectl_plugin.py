@@ -2,12 +2,16 @@
 
 kubectl sos get [-n NS | -A]        processes with node, usage and their node's pressure
 kubectl sos logs [-f] [--tail N] NAME   a process's output, streamed from its node's agent
+kubectl sos migrate NAME [--to NODE] [--mode MODE] [--wait]
+                                    move a running process to another node (a ProcessMigration)
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
+import time
 from typing import Any, cast
 
 import grpc
@@ -18,7 +22,8 @@ from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos_agent.cli.ctl import table
 
 from .api.schema import GROUP, VERSION
-from .kube import NODES, PROCESSES
+from .kube import MIGRATIONS, NODES, PROCESSES
+from .migration import TERMINAL_PHASES
 
 
 class PluginError(Exception):
@@ -120,6 +125,43 @@ def logs(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
     return 0
 
 
+def migrate(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
+    """Create a ProcessMigration; with --wait, follow it to its end (exit 1 unless it
+    succeeded)."""
+    namespace = _namespace(args)
+    name = f"{args.name}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"[:253]
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ProcessMigration",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"process": args.name, "mode": args.mode, "targetNode": args.to or ""},
+    }
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, MIGRATIONS, body)
+    print(f"processmigration/{name} created")
+    if not args.wait:
+        return 0
+    shown = ""
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        item = _dict(api.get_namespaced_custom_object(GROUP, VERSION, namespace, MIGRATIONS, name))
+        status: dict[str, Any] = item.get("status") or {}
+        phase = status.get("phase") or "Pending"
+        line = f"{phase}"
+        if status.get("targetNode"):
+            line += f" {status.get('sourceNode')} -> {status.get('targetNode')}"
+        if status.get("mode"):
+            line += f" ({status['mode']})"
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if phase in TERMINAL_PHASES:
+            extra = f", downtime {status['downtime']}" if status.get("downtime") else ""
+            print(f"{phase}{extra}: {status.get('message', '')}")
+            return 0 if phase == "Succeeded" else 1
+        time.sleep(0.5)
+    raise PluginError(f"{name} did not finish within {args.timeout:.0f}s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kubectl sos",
@@ -135,10 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     lg.add_argument("name")
     lg.add_argument("-f", "--follow", action="store_true")
     lg.add_argument("--tail", type=int, default=0)
+    mg = sub.add_parser("migrate", help="move a running process to another node")
+    mg.add_argument("name")
+    mg.add_argument("--to", help="target node (default: placement picks one)")
+    mg.add_argument(
+        "--mode", default="Auto", choices=["Auto", "StopAndCopy", "PreCopy", "PostCopy"]
+    )
+    mg.add_argument("--wait", action="store_true", help="follow it until it ends")
+    mg.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
     args = parser.parse_args(argv)
+    commands = {"get": get, "logs": logs, "migrate": migrate}
     try:
         api = _api(args.context)
-        return get(api, args) if args.command == "get" else logs(api, args)
+        return commands[args.command](api, args)
     except PluginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
