@@ -415,8 +415,9 @@ class Migrator:
         while True:
             tried += 1
             try:
+                # A best-effort call (attempts > 0) must not hang on a cut link.
                 reply = await self.ctrl.pool.stub(node).FinishMigration(
-                    request, timeout=self.finish_timeout
+                    request, timeout=15.0 if attempts else self.finish_timeout
                 )
                 return reply.outcome
             except (AgentUnavailable, grpc.aio.AioRpcError) as exc:
