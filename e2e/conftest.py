@@ -142,6 +142,15 @@ def agent_endpoint(node: str) -> str:
     return str(get_json("serverlessnode", node)["status"]["endpoint"])
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """Redis from hack/install-redis.sh (hack/up.sh runs it), as its wrapper's path."""
+    path = CACHE_BIN / "redis-server"
+    if not path.exists():
+        run(str(REPO / "hack/install-redis.sh"))
+    return str(path)
+
+
 @pytest.fixture
 def namespace() -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:6]}"
