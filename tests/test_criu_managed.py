@@ -3,9 +3,9 @@ runs (PID 1 of its own PID namespace, stdio on regular files, nothing else
 inherited, in its cgroups) can be checkpointed and restored and carries on from
 where it was.
 
-This is the groundwork only: the agent does not checkpoint yet (the live
-migration issue adds it), so here CRIU is driven directly and the agent reports
-the dump's SIGKILL as an ordinary exit.
+Here CRIU is driven directly, by its command line, as an outside check of that
+premise; the agent's own checkpoint/restore (through CRIU's RPC) is exercised
+by e2e/test_migration.py.
 """
 
 from __future__ import annotations

@@ -123,7 +123,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     kube = Kube()
     ctrl = ProcessController(kube, LeastPressure(), _notify, state.config.heartbeat_grace)
     state.controller = ctrl
-    state.migrator = Migrator(ctrl, _post_event)
     state.wake = asyncio.Event()
     # Know every process before listening to agents (which starts with the nodes),
     # so strays are told apart from the first list on.
@@ -133,6 +132,13 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for body in await kube.list_serverless_nodes():
         ctrl.upsert_serverless_node(body)
     metrics = OperatorMetrics()
+
+    def migration_finished(mode: str, phase: str, downtime: float | None) -> None:
+        metrics.migrations.labels(mode, phase).inc()
+        if phase == "Succeeded" and downtime is not None:
+            metrics.migration_downtime.labels(mode).observe(downtime)
+
+    state.migrator = Migrator(ctrl, _post_event, migration_finished)
     ctrl.on_placement = lambda placed: metrics.placements.labels(
         "placed" if placed else "unschedulable"
     ).inc()

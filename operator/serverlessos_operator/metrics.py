@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from serverlessos_agent.metrics import serve_registry
@@ -37,6 +37,19 @@ class OperatorMetrics:
             "serverlessos_operator_placements",
             "Placement decisions, by result (placed or unschedulable).",
             labelnames=["result"],
+            registry=self.registry,
+        )
+        self.migrations = Counter(
+            "serverlessos_operator_migrations",
+            "Finished ProcessMigrations, by mode and phase (Succeeded, Failed, RolledBack).",
+            labelnames=["mode", "phase"],
+            registry=self.registry,
+        )
+        self.migration_downtime = Histogram(
+            "serverlessos_operator_migration_downtime_seconds",
+            "From freezing on the source to running on the target, by mode.",
+            labelnames=["mode"],
+            buckets=(0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
             registry=self.registry,
         )
 

@@ -44,6 +44,8 @@ from .process import request_of
 log = logging.getLogger(__name__)
 
 PostEvent = Callable[[dict[str, Any], str, str, str], None]  # body, type, reason, message
+# What finished: (mode, phase, downtime seconds or None), for metrics.
+OnFinished = Callable[[str, str, float | None], None]
 
 MODE_PB = {
     "StopAndCopy": pb.MIGRATION_MODE_STOP_AND_COPY,
@@ -123,10 +125,16 @@ class Migrator:
     finish_timeout = 660.0  # a committing post-copy source waits for its pages to be pulled
     retry_delay = 2.0
 
-    def __init__(self, ctrl: ProcessController, post_event: PostEvent) -> None:
+    def __init__(
+        self,
+        ctrl: ProcessController,
+        post_event: PostEvent,
+        on_finished: OnFinished = lambda mode, phase, downtime: None,
+    ) -> None:
         self.ctrl = ctrl
         self.kube = ctrl.kube
         self.post_event = post_event
+        self.on_finished = on_finished
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Migrations this operator took on: a watch event still in flight from one of
         # our own status writes (an older, active phase) must not start it again.
@@ -444,6 +452,10 @@ class Migrator:
         m.status.update(fields)
         if "phase" in fields:
             m.phase = fields["phase"]
+            if m.phase in TERMINAL_PHASES:
+                self.on_finished(
+                    str(m.status.get("mode") or "-"), str(m.phase), m.status.get("downtimeSeconds")
+                )
         await self.kube.patch_migration_status(m.namespace, m.name, fields)
 
     async def _record_history(self, m: Migration) -> None:
