@@ -236,7 +236,7 @@ def promtool() -> str:
 
 @pytest.fixture(scope="session")
 def criu() -> str:
-    """CRIU 4 from Debian trixie in a private prefix (hack/install-criu.sh)."""
+    """CRIU 4.2 from Debian forky in a private prefix (hack/install-criu.sh)."""
     return _installed("install-criu.sh")
 
 

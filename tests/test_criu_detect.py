@@ -1,5 +1,5 @@
 """CRIU detection (published in ServerlessNode capabilities), with the real CRIU 4
-that hack/install-criu.sh installs (Debian trixie's, through a private prefix)."""
+that hack/install-criu.sh installs (Debian forky's, through a private prefix)."""
 
 from __future__ import annotations
 
