@@ -163,6 +163,7 @@ class Migrations:
                 else:
                     frozen_at = await self._dump(out, binary, record, images)
                 dump_seconds = time.time() - started
+                self._hold(record)
                 await progress(
                     pb.CheckpointProgress(
                         stage=pb.CheckpointProgress.STAGE_DUMPED,
@@ -242,6 +243,22 @@ class Migrations:
                 await ready
             os.close(ready_r)
         return frozen[0]
+
+    def _hold(self, record: ProcessRecord) -> None:
+        """Freeze the checkpointed tree in its cgroup too. CRIU's stop is not enough:
+        a CRIU that fails late (e.g. post-copy's page server losing the target after
+        the target resumed) detaches and lets the tree run, which would make two
+        copies. Frozen, it runs again only by a rollback (supervisor.resume)."""
+        try:
+            held = self.supervisor.driver.freeze(record.cgroup, True)
+        except FailedPrecondition as exc:
+            held = False
+            log.warning("cannot freeze %s's cgroup: %s", record.ref, exc)
+        if not held:
+            log.warning(
+                "%s: no cgroup freezer; the checkpointed process is held by CRIU's stop only",
+                record.ref,
+            )
 
     def _dump_call(  # noqa: PLR0917 (run_in_executor passes positionals)
         self,
@@ -515,7 +532,7 @@ class Migrations:
                 record is not None and record.migration_id == migration_id
             ):
                 return await self._finish_target(migration_id, ref, commit, record)
-            return "nothing to do"
+            return "nothing to do"  # e.g. the source already resumed it itself
 
     async def _finish_source(
         self, migration_id: str, ref: Ref, commit: bool, timeout: float, out: _Outgoing | None

@@ -539,7 +539,10 @@ class Supervisor:
         async with live.lock:
             if record.state != State.FROZEN or record.migration_id != migration_id:
                 return False
-            # CRIU leaves the tree stopped (SIGSTOP); SIGCONT continues every task.
+            # Thaw the cgroup (migration.py freezes it), then SIGCONT: CRIU leaves the
+            # tree stopped.
+            with contextlib.suppress(FailedPrecondition):
+                self.driver.freeze(record.cgroup, False)
             for pid in self.driver.pids(record.cgroup):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)

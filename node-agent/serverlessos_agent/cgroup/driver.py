@@ -63,7 +63,12 @@ class CgroupDriver(ABC):
 
     @abstractmethod
     def kill(self, group: str) -> None:
-        """SIGKILL every process in the group."""
+        """SIGKILL every process in the group (frozen ones too)."""
+
+    @abstractmethod
+    def freeze(self, group: str, frozen: bool) -> bool:
+        """Freeze (or thaw) every process in the group; False if this node has no
+        freezer. A frozen process stays frozen whatever signal or ptrace detach it gets."""
 
     @abstractmethod
     def remove(self, group: str) -> None:

@@ -4,6 +4,7 @@ memory.limit_in_bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from pathlib import Path
 
@@ -78,6 +79,19 @@ class CgroupV1(CgroupDriver):
 
     def kill(self, group: str) -> None:
         kill_pids(self.pids(group))
+        if "freezer" in self.controllers:
+            # v1: a frozen task acts on SIGKILL only once thawed.
+            with contextlib.suppress(FailedPrecondition):
+                self.freeze(group, False)
+
+    def freeze(self, group: str, frozen: bool) -> bool:
+        if "freezer" not in self.controllers:
+            return False
+        state = self._dir("freezer", group) / "freezer.state"
+        if not state.exists():
+            return False
+        write_file(state, "FROZEN" if frozen else "THAWED")
+        return True
 
     def remove(self, group: str) -> None:
         for hierarchy in self.hierarchies:

@@ -116,6 +116,13 @@ class CgroupV2(CgroupDriver):
                 return
         kill_pids(self.pids(group))
 
+    def freeze(self, group: str, frozen: bool) -> bool:
+        path = self._dir(group) / "cgroup.freeze"
+        if not path.exists():
+            return False
+        write_file(path, "1" if frozen else "0")
+        return True
+
     def remove(self, group: str) -> None:
         if not remove_dir(self._dir(group)):
             raise FailedPrecondition(f"cgroup {self._dir(group)} still has processes")
