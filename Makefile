@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down test lint proto crds bench clean
+.PHONY: help venv up down test lint proto crds bench bench-migration clean
 
 help:
 	@echo "make up     - a real local cluster (control plane + kwok nodes + agents + operator)"
@@ -15,6 +15,7 @@ help:
 	@echo "make proto  - regenerate the gRPC stubs from node-agent/proto"
 	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make bench  - node agent benchmarks (hack/bench)"
+	@echo "make bench-migration - live migration benchmark on the local cluster (after make up)"
 
 # The venv is rebuilt only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -50,6 +51,10 @@ crds: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) hack/bench/agent.py $(BENCH_ARGS)
+
+bench-migration: $(STAMP)
+	KUBECONFIG=$(CURDIR)/.local/kubeconfig PATH=$(HOME)/.cache/serverlessos/bin:$(CURDIR)/.venv/bin:$$PATH \
+	  $(PY) hack/bench/migration.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,13 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
 from .conftest import (
     LOCAL,
     REPO,
     apply,
     get_json,
+    kubectl,
     local_only,
     process_manifest,
     run,
@@ -443,3 +447,25 @@ def test_operator_killed_mid_migration_finishes_or_rolls_back(namespace: str) ->
     assert result["phase"] == "RolledBack", result
     assert "operator restarted" in result["message"]
     assert_resumed_in_place("big", namespace, before, count)
+
+
+def test_a_process_deleted_during_its_migration_leaves_no_copy(namespace: str) -> None:
+    before, _ = _start_big(namespace)
+    migration, _ = _migrate_until_transferring(namespace)
+    kubectl("delete", "sp", "big", "-n", namespace, "--wait=false")
+    result = wait_migration_phase(migration, namespace, ENDED, timeout=120)
+    assert result["phase"] in ("Failed", "RolledBack"), result
+
+    def copies() -> list[str]:
+        found = []
+        for node in ("kwok-node-0", "kwok-node-1", "kwok-node-2"):
+            channel = grpc.insecure_channel(f"{node_ip(node)}:7420")
+            listed = pb_grpc.AgentStub(channel).ListProcesses(
+                pb.ListProcessesRequest(namespace=namespace), timeout=10
+            )
+            channel.close()
+            found += [f"{node}/{p.spec.name}" for p in listed.processes]
+        return found
+
+    wait_for(lambda: not copies(), timeout=60, message="no copy on any node")
+    assert not Path(f"/proc/{before['pid']}").exists()

@@ -220,7 +220,26 @@ class Bench:
         }
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PROCESSES, body)
 
-    def delete_process(self, name: str) -> None:
+    def active_migrations(self) -> list[str]:
+        items = as_dict(
+            self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, MIGRATIONS)
+        )["items"]
+        return [
+            m["metadata"]["name"]
+            for m in items
+            if (m.get("status") or {}).get("phase") not in ENDED
+        ]
+
+    def settle(self) -> None:
+        """Let a migration still in flight (after Ctrl-C) end: a process deleted during
+        its migration leaves its restored copy running on the target, unowned."""
+        if active := self.active_migrations():
+            print(f"waiting for {', '.join(active)} to end", file=sys.stderr)
+            self.wait("the migrations to end", lambda: not self.active_migrations(), 300)
+
+    def delete_process(self, name: str, settle: bool = True) -> None:
+        if settle:
+            self.settle()
         with contextlib.suppress(ApiException):
             self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PROCESSES, name
@@ -353,7 +372,7 @@ class Bench:
         source = self.wait_running(old)["node"]
         run = ColdRun(size=size, source=source, target=target)
         t0 = time.time()
-        self.delete_process(old)
+        self.delete_process(old, settle=False)  # never migrated
         self.wait(f"{old} gone", lambda: self.get(PROCESSES, old) is None, 120)
         t_gone = time.time()
         self.create_process(new, size, node=target)
@@ -614,6 +633,7 @@ def main() -> None:
     bench = Bench(custom, core, namespace, endpoints, dirty_pages)
     runs: list[MigrationRun] = []
     colds: list[ColdRun] = []
+    aborted: list[str] = []
     started = time.monotonic()
     try:
         bws = []
@@ -625,56 +645,63 @@ def main() -> None:
 
         for size in sizes:
             name, cold = f"mig-{size}", f"cold-{size}-0"
-            bench.create_process(name, size)
-            bench.create_process(cold, size, node=cold_nodes[0])
-            for proc in (name, cold):
-                node = bench.wait_running(proc)["node"]
-                bench.wait(f"{proc} ready", lambda p=proc, n=node: bench.ready_line(p, n), 120)
-            where = bench.wait_running(name)["node"]
-            if where != pair[0]:
-                setup = bench.migrate(name, size, "StopAndCopy", pair[0])
-                print(
-                    f"  {size_name(size)}: placed on {where}; moved to {pair[0]} first "
-                    f"(not counted): {setup.phase} {setup.problem}",
-                    flush=True,
-                )
-                if not setup.ok:
-                    raise RuntimeError(f"could not move {name} to {pair[0]}: {setup.problem}")
-            for i in range(args.runs):
-                order = modes if i % 2 == 0 else modes[::-1]
-                for mode in order:
-                    node = bench.wait_running(name)["node"]
-                    target = pair[1] if node == pair[0] else pair[0]
-                    run = bench.migrate(name, size, mode, target)
-                    runs.append(run)
+            try:
+                bench.create_process(name, size)
+                bench.create_process(cold, size, node=cold_nodes[0])
+                for proc in (name, cold):
+                    node = bench.wait_running(proc)["node"]
+                    bench.wait(f"{proc} ready", lambda p=proc, n=node: bench.ready_line(p, n), 120)
+                where = bench.wait_running(name)["node"]
+                if where != pair[0]:
+                    setup = bench.migrate(name, size, "StopAndCopy", pair[0])
                     print(
-                        f"  {size_name(size)} {mode:<11} {run.source} -> {run.target}: "
-                        f"{'ok' if run.ok else 'FAILED'}  downtime "
-                        f"{ms(run.downtime) if run.downtime is not None else '-'}  total "
-                        f"{ms(run.total) if run.total is not None else '-'}  transferred "
-                        f"{(run.transferred or 0) / MiB:.1f} MiB  (dump {_ms(run.dump)}, send "
-                        f"{_ms(run.send)}, restore {_ms(run.restore)})"
-                        + (f"  ({run.problem[:300]})" if run.problem else ""),
+                        f"  {size_name(size)}: placed on {where}; moved to {pair[0]} first "
+                        f"(not counted): {setup.phase} {setup.problem}",
                         flush=True,
                     )
-                    time.sleep(1.0)  # it runs (and dirties its memory) on the target
-                new_cold = f"cold-{size}-{i + 1}"
-                node = bench.wait_running(cold)["node"]
-                target = cold_nodes[1] if node == cold_nodes[0] else cold_nodes[0]
-                c = bench.cold_restart(cold, new_cold, size, target)
-                colds.append(c)
-                cold = new_cold
-                print(
-                    f"  {size_name(size)} cold restart {c.source} -> {c.target}: kill -> ready "
-                    f"{ms(c.total) if c.total is not None else '-'}"
-                    + (f"  ({c.problem})" if c.problem else ""),
-                    flush=True,
-                )
-            for proc in (name, cold):
-                bench.delete_process(proc)
-            for proc in (name, cold):
-                bench.wait(f"{proc} gone", lambda p=proc: bench.get(PROCESSES, p) is None, 120)
+                    if not setup.ok:
+                        raise RuntimeError(f"could not move {name} to {pair[0]}: {setup.problem}")
+                for i in range(args.runs):
+                    order = modes if i % 2 == 0 else modes[::-1]
+                    for mode in order:
+                        node = bench.wait_running(name)["node"]
+                        target = pair[1] if node == pair[0] else pair[0]
+                        run = bench.migrate(name, size, mode, target)
+                        runs.append(run)
+                        print(
+                            f"  {size_name(size)} {mode:<11} {run.source} -> {run.target}: "
+                            f"{'ok' if run.ok else 'FAILED'}  downtime "
+                            f"{ms(run.downtime) if run.downtime is not None else '-'}  total "
+                            f"{ms(run.total) if run.total is not None else '-'}  transferred "
+                            f"{(run.transferred or 0) / MiB:.1f} MiB  (dump {_ms(run.dump)}, send "
+                            f"{_ms(run.send)}, restore {_ms(run.restore)})"
+                            + (f"  ({run.problem[:300]})" if run.problem else ""),
+                            flush=True,
+                        )
+                        time.sleep(1.0)  # it runs (and dirties its memory) on the target
+                    new_cold = f"cold-{size}-{i + 1}"
+                    node = bench.wait_running(cold)["node"]
+                    target = cold_nodes[1] if node == cold_nodes[0] else cold_nodes[0]
+                    c = bench.cold_restart(cold, new_cold, size, target)
+                    colds.append(c)
+                    cold = new_cold
+                    print(
+                        f"  {size_name(size)} cold restart {c.source} -> {c.target}: kill -> ready "
+                        f"{ms(c.total) if c.total is not None else '-'}"
+                        + (f"  ({c.problem})" if c.problem else ""),
+                        flush=True,
+                    )
+            except RuntimeError as exc:  # the process died, a wait timed out: next size
+                print(f"  {size_name(size)}: ABORTED: {exc}", flush=True)
+                aborted.append(f"{size_name(size)}: {exc}")
+            finally:
+                for proc in (name, cold):
+                    bench.delete_process(proc)
+                for proc in (name, cold):
+                    bench.wait(f"{proc} gone", lambda p=proc: bench.get(PROCESSES, p) is None, 120)
         report(sizes, modes, runs, colds, bw, bws, args)
+        for why in aborted:
+            print(f"ABORTED {why}")
         print(f"\n(bench ran {time.monotonic() - started:.0f} s)")
     finally:
         cleanup(bench)
@@ -685,6 +712,9 @@ def cleanup(bench: Bench) -> None:
     the namespace."""
     for channel in bench.channels.values():
         channel.close()
+
+    with contextlib.suppress(Exception):
+        bench.settle()
     with contextlib.suppress(Exception):
         items = as_dict(
             bench.custom.list_namespaced_custom_object(GROUP, VERSION, bench.namespace, PROCESSES)

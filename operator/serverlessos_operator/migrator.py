@@ -311,6 +311,9 @@ class Migrator:
     ) -> None:
         """The target runs it: switch the process over, then remove the source's original."""
         info = self._process(m)
+        if info is None or info.deleting or info.uid != m.status.get("processUid"):
+            await self._discard(m)
+            return
         downtime = max(0.0, resumed_at - frozen_at) if frozen_at and resumed_at else None
         if info is not None:
             await self.ctrl.move_to(info, m.target, process)
@@ -347,6 +350,19 @@ class Migrator:
             )
             self.post_event(m.body, "Warning", "DowntimeExceeded", message)
             self.ctrl.notify(info, "Warning", "DowntimeExceeded", message)
+
+    async def _discard(self, m: Migration) -> None:
+        """The ServerlessProcess was deleted during its migration: neither copy stays."""
+        target = await self._finish_on(m, m.target, commit=False)
+        source = await self._finish_on(m, m.source, commit=True)
+        await self._status(
+            m,
+            phase="Failed",
+            completedAt=_now(),
+            message=f"{m.process} was deleted during the migration; target: {target}; "
+            f"source: {source}",
+        )
+        self.post_event(m.body, "Warning", "Failed", f"{m.process} was deleted meanwhile")
 
     async def _resolve_restoring(self, m: Migration) -> None:
         """After a restart in Restoring: did the target's restore happen?"""
