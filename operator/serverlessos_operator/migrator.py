@@ -312,7 +312,12 @@ class Migrator:
         """The target runs it: switch the process over, then remove the source's original."""
         info = self._process(m)
         if info is None or info.deleting or info.uid != m.status.get("processUid"):
-            await self._discard(m)
+            await self._discard(m, f"{m.process} was deleted during the migration")
+            return
+        if info.node != m.source:
+            # Its source node was lost meanwhile and it was placed again elsewhere:
+            # that copy is the one; the restored one must go.
+            await self._discard(m, f"{m.process} was placed again on {info.node} meanwhile")
             return
         downtime = max(0.0, resumed_at - frozen_at) if frozen_at and resumed_at else None
         if info is not None:
@@ -351,18 +356,19 @@ class Migrator:
             self.post_event(m.body, "Warning", "DowntimeExceeded", message)
             self.ctrl.notify(info, "Warning", "DowntimeExceeded", message)
 
-    async def _discard(self, m: Migration) -> None:
-        """The ServerlessProcess was deleted during its migration: neither copy stays."""
+    async def _discard(self, m: Migration, why: str) -> None:
+        """The process was deleted, or placed again elsewhere, during its migration:
+        neither the restored copy nor the frozen original stays."""
         target = await self._finish_on(m, m.target, commit=False)
         source = await self._finish_on(m, m.source, commit=True)
         await self._status(
             m,
             phase="Failed",
             completedAt=_now(),
-            message=f"{m.process} was deleted during the migration; target: {target}; "
-            f"source: {source}",
+            message=f"{why}; target: {target}; source: {source}",
         )
-        self.post_event(m.body, "Warning", "Failed", f"{m.process} was deleted meanwhile")
+        self.post_event(m.body, "Warning", "Failed", why)
+        self._release(m)
 
     async def _resolve_restoring(self, m: Migration) -> None:
         """After a restart in Restoring: did the target's restore happen?"""
