@@ -193,7 +193,7 @@ class Migrations:
                 )
             except BaseException as exc:
                 reason = str(exc) or type(exc).__name__
-                await self._abort_outgoing(out, f"checkpoint failed: {reason}")
+                await self._resume_source(migration_id, ref, out, f"checkpoint failed: {reason}")
                 raise
 
     async def _dump(
@@ -350,16 +350,24 @@ class Migrations:
                 ) from exc
         return int(reply.received_bytes)
 
-    async def _abort_outgoing(self, out: _Outgoing, why: str) -> None:
-        """Undo a source's half-done checkpoint: stop CRIU, continue the process."""
-        if out.swrk is not None:
-            out.swrk.kill()  # a killed CRIU lets go of (and continues) the seized tree
-        if out.dump is not None:
-            with contextlib.suppress(BaseException):
-                await out.dump
-        self._out.pop(out.migration_id, None)
-        await self.supervisor.resume(out.ref, out.migration_id, why)
-        shutil.rmtree(self._dir(out.migration_id), ignore_errors=True)
+    async def _resume_source(
+        self, migration_id: str, ref: Ref, out: _Outgoing | None, why: str
+    ) -> bool:
+        """Undo the source's side (a failed checkpoint, or a rollback): stop CRIU,
+        continue the process. False if it was not frozen here for this migration."""
+        if out is not None:
+            if out.swrk is not None:
+                out.swrk.kill()  # a killed CRIU lets go of (and continues) the seized tree
+            if out.dump is not None:
+                with contextlib.suppress(BaseException):
+                    await out.dump
+            if out.swrk is not None:
+                out.swrk.close()  # reaps it
+                out.swrk = None
+        self._out.pop(migration_id, None)
+        resumed = await self.supervisor.resume(ref, migration_id, why)
+        shutil.rmtree(self._dir(migration_id), ignore_errors=True)
+        return resumed
 
     # ----- target ----------------------------------------------------------
 
@@ -537,18 +545,10 @@ class Migrations:
     async def _finish_source(
         self, migration_id: str, ref: Ref, commit: bool, timeout: float, out: _Outgoing | None
     ) -> str:
-        directory = self._dir(migration_id)
         if not commit:
-            if out is not None and out.swrk is not None:
-                out.swrk.kill()
-            if out is not None and out.dump is not None:
-                with contextlib.suppress(BaseException):
-                    await out.dump
-            self._out.pop(migration_id, None)
-            resumed = await self.supervisor.resume(
-                ref, migration_id, "the migration was rolled back"
+            resumed = await self._resume_source(
+                migration_id, ref, out, "the migration was rolled back"
             )
-            shutil.rmtree(directory, ignore_errors=True)
             return "resumed" if resumed else "nothing to do (not frozen here)"
         outcome = "removed"
         if out is not None and out.dump is not None and not out.dump.done():
@@ -570,7 +570,7 @@ class Migrations:
                 await self.supervisor.stop_process(
                     ref, grace=0, message=f"migrated ({migration_id})"
                 )
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(self._dir(migration_id), ignore_errors=True)
         return outcome
 
     async def _finish_target(

@@ -116,6 +116,18 @@ class Supervisor:
     # ----- start ---------------------------------------------------------
 
     async def start_process(self, spec: ProcessSpec) -> ProcessRecord:
+        return await self._create(spec, uid=uuid.uuid4().hex)
+
+    async def _create(
+        self,
+        spec: ProcessSpec,
+        *,
+        uid: str,
+        restarts: int = 0,
+        migration_id: str = "",
+        restore: dict[str, Any] | None = None,
+    ) -> ProcessRecord:
+        """A new record and its first run (started, or restored from a checkpoint)."""
         check_spec(spec, self.capacity)
         if self.privilege_problems:
             raise FailedPrecondition("; ".join(self.privilege_problems))
@@ -126,13 +138,15 @@ class Supervisor:
             )
         directory = self.store.dir(spec.ref)
         record = ProcessRecord(
-            uid=uuid.uuid4().hex,
+            uid=uid,
             spec=spec,
             state=State.PENDING,
             created_at=time.time(),
             cgroup=self.driver.group(spec.ref),
             log_path=str(directory / "logs" / "output.log"),
             workdir=str(directory / "work"),
+            restarts=restarts,
+            migration_id=migration_id,
         )
         live = _Live()
         # Claim the name before the first await, so a concurrent duplicate is refused.
@@ -142,7 +156,7 @@ class Supervisor:
             try:
                 self.store.prepare(spec.ref)
                 self.store.save(record)
-                await self._launch(record, live)
+                await self._launch(record, live, restore)
             except Exception:
                 # Nothing runs (a failed exec is not an exception): leave no trace.
                 self._forget(record)
@@ -558,38 +572,9 @@ class Supervisor:
     ) -> ProcessRecord:
         """Run a process from a checkpoint (the target of a migration): like a start,
         but CRIU restores it. Raises (leaving nothing) if the restore fails."""
-        check_spec(spec, self.capacity)
-        if self.privilege_problems:
-            raise FailedPrecondition("; ".join(self.privilege_problems))
-        if spec.ref in self.records:
-            raise AlreadyExists(f"process {spec.ref} already exists on this node")
-        directory = self.store.dir(spec.ref)
-        record = ProcessRecord(
-            uid=uid,
-            spec=spec,
-            state=State.PENDING,
-            created_at=time.time(),
-            cgroup=self.driver.group(spec.ref),
-            log_path=str(directory / "logs" / "output.log"),
-            workdir=str(directory / "work"),
-            restarts=restarts,
-            migration_id=migration_id,
+        return await self._create(
+            spec, uid=uid, restarts=restarts, migration_id=migration_id, restore=restore
         )
-        live = _Live()
-        self.records[spec.ref] = record
-        self._live[spec.ref] = live
-        async with live.lock:
-            try:
-                self.store.save(record)
-                await self._launch(record, live, restore)
-            except Exception:
-                self._forget(record)
-                self.store.delete(spec.ref)
-                with contextlib.suppress(Exception):
-                    self.driver.kill(record.cgroup)
-                    await self._remove_cgroup(record.cgroup)
-                raise
-        return record
 
     # ----- housekeeping --------------------------------------------------
 
