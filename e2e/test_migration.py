@@ -26,6 +26,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from .conftest import (
     LOCAL,
     REPO,
+    agent_endpoint,
     apply,
     get_json,
     kubectl,
@@ -125,8 +126,7 @@ def wait_migration_phase(
 
 
 def node_ip(node: str) -> str:
-    endpoint = get_json("serverlessnode", node)["status"]["endpoint"]
-    return str(endpoint.rsplit(":", 1)[0])
+    return agent_endpoint(node).rsplit(":", 1)[0]
 
 
 def node_index(node: str) -> int:
@@ -459,7 +459,7 @@ def test_a_process_deleted_during_its_migration_leaves_no_copy(namespace: str) -
     def copies() -> list[str]:
         found = []
         for node in ("kwok-node-0", "kwok-node-1", "kwok-node-2"):
-            channel = grpc.insecure_channel(f"{node_ip(node)}:7420")
+            channel = grpc.insecure_channel(agent_endpoint(node))
             listed = pb_grpc.AgentStub(channel).ListProcesses(
                 pb.ListProcessesRequest(namespace=namespace), timeout=10
             )

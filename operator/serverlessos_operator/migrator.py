@@ -39,7 +39,7 @@ from .migration import (
     recovery,
     refusal,
 )
-from .process import request_of
+from .process import now, request_of
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ MODE_PB = {
     "PostCopy": pb.MIGRATION_MODE_POST_COPY,
 }
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _rfc3339(seconds: float) -> str:
@@ -195,7 +191,7 @@ class Migrator:
             info.migrating_to = None
 
     async def _migrate(self, m: Migration) -> None:
-        await self._status(m, phase="Scheduling", startedAt=_now(), message="")
+        await self._status(m, phase="Scheduling", startedAt=now(), message="")
         info = self._process(m)
         facts = ProcessFacts(
             name=m.process,
@@ -337,7 +333,7 @@ class Migrator:
         await self._status(
             m,
             phase="Succeeded",
-            completedAt=_now(),
+            completedAt=now(),
             message=f"moved from {m.source} to {m.target} ({mode}); source: {outcome}",
         )
         self.post_event(
@@ -364,7 +360,7 @@ class Migrator:
         await self._status(
             m,
             phase="Failed",
-            completedAt=_now(),
+            completedAt=now(),
             message=f"{why}; target: {target}; source: {source}",
         )
         self.post_event(m.body, "Warning", "Failed", why)
@@ -427,7 +423,7 @@ class Migrator:
         if info is not None:
             await self.ctrl.set_migrating(info, False, "RolledBack", f"{m.name}: {reason}")
         await self._status(
-            m, phase="RolledBack", completedAt=_now(), message=f"{reason}; source: {outcome}"
+            m, phase="RolledBack", completedAt=now(), message=f"{reason}; source: {outcome}"
         )
         self.post_event(
             m.body, "Warning", "RolledBack", f"{reason}; {m.process} stays on {m.source}"
@@ -464,7 +460,7 @@ class Migrator:
     # ----- statuses --------------------------------------------------------
 
     async def _fail(self, m: Migration, reason: str) -> None:
-        await self._status(m, phase="Failed", completedAt=_now(), message=reason)
+        await self._status(m, phase="Failed", completedAt=now(), message=reason)
         self.post_event(m.body, "Warning", "Failed", reason)
         info = self._process(m)
         if info is not None and info.migration in (None, m.name):
