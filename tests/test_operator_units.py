@@ -1,13 +1,17 @@
-"""The operator's plain code, called directly: placement, mapping, DaemonSet, config."""
+"""The operator's plain code, called directly: mapping, DaemonSet, config."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_operator.api.v1alpha1 import ServerlessProcess
 from serverlessos_operator.config import OperatorConfig
 from serverlessos_operator.daemonset import manifest
-from serverlessos_operator.placement import LeastPressure, NodeView, Request, Taint, Toleration
+from serverlessos_operator.placement import Taint
 from serverlessos_operator.process import (
     request_of,
     set_condition,
@@ -16,57 +20,6 @@ from serverlessos_operator.process import (
 )
 
 KWOK_TAINT = Taint("kwok.x-k8s.io/node", "fake", "NoSchedule")
-TOLERATE_KWOK = Toleration(key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")
-
-
-def node(name: str, **kw) -> NodeView:
-    return NodeView(
-        name=name,
-        ready=kw.pop("ready", True),
-        cpu_millis=kw.pop("cpu", 4000),
-        memory_bytes=kw.pop("mem", 8 * 2**30),
-        **kw,
-    )
-
-
-def test_least_pressure_prefers_emptier_and_calmer_nodes() -> None:
-    req = Request(cpu_millis=500, memory_bytes=2**28)
-    nodes = [node("a", reserved_cpu_millis=3000), node("b"), node("c", cpu_pressure=40.0)]
-    assert LeastPressure().place(req, nodes).node == "b"
-
-
-def test_filters_explain_why_nothing_fits() -> None:
-    req = Request(cpu_millis=64000, memory_bytes=2**28)
-    d = LeastPressure().place(req, [node("a"), node("b", ready=False)])
-    assert d.node is None
-    assert d.reason == "0/2 nodes fit: 1 insufficient cpu, 1 not ready"
-    assert LeastPressure().place(req, []).reason == "no nodes with a ServerlessOS agent"
-
-
-def test_node_selector_and_taints() -> None:
-    tainted = node("kwok", taints=(KWOK_TAINT,), labels={"type": "kwok"})
-    plain = node("plain", labels={"type": "metal"})
-    req = Request(100, 2**20, node_selector={"type": "kwok"})
-    assert (
-        LeastPressure()
-        .place(req, [tainted, plain])
-        .reason.endswith(
-            "1 node selector type=kwok, 1 untolerated taint kwok.x-k8s.io/node=fake:NoSchedule"
-        )
-    )
-    ok = Request(100, 2**20, node_selector={"type": "kwok"}, tolerations=(TOLERATE_KWOK,))
-    assert LeastPressure().place(ok, [tainted, plain]).node == "kwok"
-
-
-def test_a_burst_spreads_when_reservations_are_counted() -> None:
-    placer, reserved, placed = LeastPressure(), {"a": 0, "b": 0, "c": 0}, []
-    for _ in range(9):
-        views = [node(n, reserved_cpu_millis=r) for n, r in reserved.items()]
-        choice = placer.place(Request(500, 2**20), views).node
-        assert choice is not None
-        reserved[choice] += 500
-        placed.append(choice)
-    assert sorted(placed.count(n) for n in "abc") == [3, 3, 3]
 
 
 SPEC = {
@@ -158,3 +111,37 @@ def test_daemonset_from_config() -> None:
 def test_bad_json_in_config_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="SERVERLESSOS_AGENT_ARGS is not valid JSON"):
         OperatorConfig.from_env({"SERVERLESSOS_AGENT_ARGS": "[oops"})
+
+
+def test_orchestration_settings_from_helm_values() -> None:
+    """The chart's defaults are the code's defaults, passed the way the chart passes them."""
+    values = yaml.safe_load(
+        (Path(__file__).parents[1] / "charts/serverlessos/values.yaml").read_text()
+    )
+    env = {
+        "SERVERLESSOS_PLACEMENT": json.dumps(values["placement"]),
+        "SERVERLESSOS_REBALANCING": json.dumps(values["rebalancing"]),
+        "SERVERLESSOS_CLUSTER_CGROUPS": json.dumps(values["clusterCgroups"]),
+        "SERVERLESSOS_USAGE_INTERVAL": str(values["operator"]["usageIntervalSeconds"]),
+    }
+    assert OperatorConfig.from_env(env) == OperatorConfig.from_env({})
+    custom = OperatorConfig.from_env(
+        {"SERVERLESSOS_REBALANCING": '{"enabled": false, "highWatermark": 90, "hotIntervals": 5}'}
+    )
+    assert not custom.rebalancing_enabled
+    assert (custom.rebalancing.high_watermark, custom.rebalancing.hot_intervals) == (90, 5)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SERVERLESSOS_PLACEMENT": '{"choises": 3}'}, "unknown setting.s. choises"),
+        ({"SERVERLESSOS_REBALANCING": '{"highWatermark": "80%"}'}, "highWatermark must be a"),
+        ({"SERVERLESSOS_REBALANCING": '{"enabled": 1}'}, "enabled must be true or false"),
+        ({"SERVERLESSOS_REBALANCING": '{"lowWatermark": 90}'}, "must be below highWatermark"),
+        ({"SERVERLESSOS_CLUSTER_CGROUPS": "[]"}, "must be a JSON object"),
+    ],
+)
+def test_bad_orchestration_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OperatorConfig.from_env(env)

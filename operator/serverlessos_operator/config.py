@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rebalance import RebalanceConfig
+
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -22,6 +24,42 @@ def _json(env: Mapping[str, str], key: str, default: Any) -> Any:
         raise ValueError(f"{key} is not valid JSON: {exc}") from exc
 
 
+def _section(env: Mapping[str, str], key: str, names: Mapping[str, str]) -> dict[str, Any]:
+    """A JSON object of camelCase settings (as in Helm values) -> keyword arguments;
+    an unknown key or a non-number is an error that names it (no silent defaults)."""
+    raw = _json(env, key, {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"{key} must be a JSON object, got {raw!r}")
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ValueError(
+            f"{key}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}"
+        )
+    out: dict[str, Any] = {}
+    for camel, value in raw.items():
+        flag = names[camel] == "enabled"
+        if isinstance(value, bool) != flag or not isinstance(value, int | float):
+            kind = "true or false" if flag else "a number"
+            raise ValueError(f"{key}: {camel} must be {kind}, got {value!r}")
+        out[names[camel]] = value
+    return out
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    choices: int = 4  # power of d: candidates sampled per decision in large clusters
+    scan_below: int = 64  # clusters this small are scanned whole
+    stale_after: float = 15.0  # seconds after which a node's report is unknown
+    settle: float = 5.0  # seconds a placement counts as load beyond the report before it
+    psi_weight: float = 1.0  # pressure points per percent of PSI stall
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    interval: float = 2.0  # seconds between ClusterCgroup splits
+    lease: float = 10.0  # seconds an agent holds a share without renewal
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     namespace: str = "serverlessos-system"
@@ -33,12 +71,18 @@ class OperatorConfig:
     agent_tolerations: list[dict[str, Any]] = field(default_factory=list)
     agent_resources: dict[str, Any] = field(default_factory=dict)
     heartbeat_grace: float = 30.0
-    usage_interval: float = 10.0
+    usage_interval: float = 2.0  # agents' samples: pressure, usage, quota demand
     retry_interval: float = 5.0
     metrics_port: int = 8081  # 0 = off
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    rebalancing: RebalanceConfig = field(default_factory=RebalanceConfig)
+    rebalancing_enabled: bool = True
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
+        rebalancing = _section(env, "SERVERLESSOS_REBALANCING", REBALANCING)
+        enabled = bool(rebalancing.pop("enabled", True))
         namespace = env.get("SERVERLESSOS_NAMESPACE") or (
             SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.exists() else cls.namespace
         )
@@ -57,4 +101,33 @@ class OperatorConfig:
             usage_interval=float(env.get("SERVERLESSOS_USAGE_INTERVAL", cls.usage_interval)),
             retry_interval=float(env.get("SERVERLESSOS_RETRY_INTERVAL", cls.retry_interval)),
             metrics_port=int(env.get("SERVERLESSOS_METRICS_PORT", cls.metrics_port)),
+            placement=PlacementConfig(**_section(env, "SERVERLESSOS_PLACEMENT", PLACEMENT)),
+            rebalancing=RebalanceConfig(**rebalancing),
+            rebalancing_enabled=enabled,
+            quota=QuotaConfig(**_section(env, "SERVERLESSOS_CLUSTER_CGROUPS", QUOTA)),
         )
+
+
+# Helm values (camelCase) -> fields; the chart's values.yaml documents each.
+PLACEMENT = {
+    "choices": "choices",
+    "scanBelow": "scan_below",
+    "staleAfterSeconds": "stale_after",
+    "settleSeconds": "settle",
+    "psiWeight": "psi_weight",
+}
+REBALANCING = {
+    "enabled": "enabled",
+    "intervalSeconds": "interval",
+    "highWatermark": "high_watermark",
+    "lowWatermark": "low_watermark",
+    "hotIntervals": "hot_intervals",
+    "maxMigrationsPerNode": "max_per_node",
+    "cooldownSeconds": "cooldown",
+    "migrationsPerMinute": "rate_per_minute",
+    "burst": "burst",
+    "costBase": "cost_base",
+    "costPerGiB": "cost_per_gib",
+    "targetChoices": "target_choices",
+}
+QUOTA = {"intervalSeconds": "interval", "leaseSeconds": "lease"}

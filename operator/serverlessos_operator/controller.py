@@ -29,8 +29,10 @@ from serverlessos_agent.quantity import format_bytes_approx
 from .agents import AgentPool, AgentUnavailable
 from .api.schema import API_VERSION
 from .kube import Kube
+from .ledger import Ledger
 from .migration import CriuSupport, history
-from .placement import NodeView, Placer, Taint
+from .placement import Placer, Taint
+from .pressure import Signals
 from .process import (
     TERMINAL,
     cpu_millis,
@@ -74,6 +76,12 @@ class ProcessInfo:
     # copy is not a stray, and the frozen source is not to be reported.
     migration: str | None = None
     migrating_to: str | None = None
+    # What the ledger holds for it: (node, cpu, memory) while it is placed and not over.
+    reserved: tuple[str, int, int] | None = None
+    # Its latest figures from its node's agent: cores used, cumulative throttled seconds,
+    # memory bytes, and the poll time (monotonic) they were taken at.
+    stats: tuple[float, float, int, float] | None = None
+    throttled_rate: float = 0.0  # seconds throttled per second, between the last two polls
 
     @property
     def key(self) -> Key:
@@ -131,6 +139,19 @@ class NodeInfo:
     criu: CriuSupport = field(default_factory=CriuSupport)
 
 
+def signals_from(stats: pb.NodeStats, now: float) -> Signals:
+    """An agent's sample as the ledger keeps it, dated on our clock by its age."""
+    age = max(0.0, time.time() - stats.time.ToMilliseconds() / 1000) if stats.time.seconds else 0
+    return Signals(
+        at=now - age,
+        cpu_psi=stats.cpu_pressure.some_avg10,
+        memory_psi=stats.memory_pressure.some_avg10,
+        io_psi=stats.io_pressure.some_avg10,
+        cpu_used_millis=stats.cpu_usage_cores * 1000,
+        memory_used_bytes=max(0, stats.memory_total_bytes - stats.memory_available_bytes),
+    )
+
+
 def _usage_moved(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
     """Worth a status write: first figures, or CPU off by 20m / 20 %, memory by 10 %.
     (Every jitter would be a write per process per interval: API load for nothing.)"""
@@ -148,10 +169,16 @@ def _usage_moved(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
 
 class ProcessController:
     def __init__(
-        self, kube: Kube, placer: Placer, notify: Notify, heartbeat_grace: float = 30.0
+        self,
+        kube: Kube,
+        placer: Placer,
+        notify: Notify,
+        heartbeat_grace: float = 30.0,
+        ledger: Ledger | None = None,
     ) -> None:
         self.kube = kube
         self.placer = placer
+        self.ledger = ledger or Ledger()
         self.notify = notify
         self.heartbeat_grace = heartbeat_grace
         self.processes: dict[Key, ProcessInfo] = {}
@@ -177,7 +204,10 @@ class ProcessController:
         fresh = ProcessInfo.from_body(body)
         known = self.processes.get(fresh.key)
         if known is None or known.uid != fresh.uid:
+            if known is not None:
+                self._account(known, gone=True)
             self.processes[fresh.key] = fresh
+            self._account(fresh)
             return fresh
         if fresh.generation > known.generation:
             if fresh.spec.get("resources") != known.spec.get("resources"):
@@ -192,11 +222,13 @@ class ProcessController:
             known.conditions = fresh.conditions
         if not known.migrations:
             known.migrations = fresh.migrations
+        self._account(known)
         return known
 
     def forget_process(self, key: Key, uid: str) -> None:
         known = self.processes.get(key)
         if known is not None and known.uid == uid:
+            self._account(known, gone=True)
             del self.processes[key]
             self._locks.pop(key, None)
 
@@ -219,10 +251,21 @@ class ProcessController:
         node.criu = CriuSupport.from_status(status)
         if node.endpoint:
             self.pool.set_endpoint(name, node.endpoint)
+        self._sync_ledger(node)
+
+    def _sync_ledger(self, node: NodeInfo) -> None:
+        """Only nodes with an agent are in the ledger (placement's candidates)."""
+        if not node.endpoint:
+            return
+        entry = self.ledger.node(node.name)
+        entry.cpu_millis, entry.memory_bytes = node.cpu_millis, node.memory_bytes
+        entry.ready = node.agent_ready and not node.lost
+        entry.labels, entry.taints = node.labels, node.taints
 
     async def forget_serverless_node(self, name: str) -> list[ProcessInfo]:
         """Its agent is gone for good: its processes are placed again."""
         self.nodes.pop(name, None)
+        self.ledger.remove(name)
         self.pool.remove(name)
         return await self._evacuate(name)
 
@@ -234,35 +277,25 @@ class ProcessController:
             Taint(t.get("key", ""), t.get("value", ""), t.get("effect", "NoSchedule"))
             for t in (body.get("spec") or {}).get("taints") or []
         )
+        self._sync_ledger(node)
 
-    def node_views(self) -> list[NodeView]:
-        reserved: dict[str, list[int]] = {}
-        for info in self.processes.values():
-            if info.node and info.phase not in TERMINAL and not info.deleting:
-                request = request_of(info.spec)
-                totals = reserved.setdefault(info.node, [0, 0])
-                totals[0] += request.cpu_millis
-                totals[1] += request.memory_bytes
-        now = time.monotonic()
-        return [
-            NodeView(
-                name=n.name,
-                ready=n.agent_ready
-                and bool(n.endpoint)
-                and not n.lost
-                and now - n.seen <= self.heartbeat_grace,
-                cpu_millis=n.cpu_millis,
-                memory_bytes=n.memory_bytes,
-                reserved_cpu_millis=reserved.get(n.name, [0, 0])[0],
-                reserved_memory_bytes=reserved.get(n.name, [0, 0])[1],
-                cpu_pressure=n.cpu_pressure,
-                memory_pressure=n.memory_pressure,
-                labels=n.labels,
-                taints=n.taints,
-            )
-            for n in self.nodes.values()
-            if n.endpoint  # only nodes with an agent
-        ]
+    def _account(self, info: ProcessInfo, gone: bool = False) -> None:
+        """Keep the ledger's reservations in step with where the process is (called
+        wherever its node or phase may change: each such change is patched or watched)."""
+        held = None
+        if not gone and info.node and info.phase not in TERMINAL and not info.deleting:
+            request = request_of(info.spec)
+            held = (info.node, request.cpu_millis, request.memory_bytes)
+        if held == info.reserved:
+            return
+        if info.reserved is not None:
+            self.ledger.release(*info.reserved)
+        if held is not None:
+            # Only a new placement is load the node's reports cannot show yet; one
+            # already running (e.g. listed after an operator restart) is in them.
+            new = info.phase in (None, "Pending", "Scheduled")
+            self.ledger.reserve(*held, now=time.monotonic(), expect=new)
+        info.reserved = held
 
     # ----- placing and starting -------------------------------------------
 
@@ -274,6 +307,7 @@ class ProcessController:
             info.conditions = status["conditions"]
         if "phase" in status:
             info.phase = status["phase"]
+        self._account(info)
         if all(info.written.get(k) == v for k, v in status.items()):
             return True  # e.g. the agent's Started event after our own Running patch
         done = await self.kube.patch_process_status(info.namespace, info.name, status)
@@ -308,7 +342,7 @@ class ProcessController:
             )
 
     async def _place(self, info: ProcessInfo) -> None:
-        decision = self.placer.place(request_of(info.spec), self.node_views())
+        decision = self.placer.place(request_of(info.spec), self.ledger, time.monotonic())
         self.on_placement(decision.node is not None)
         if decision.node is None:
             if info.phase != "Unschedulable":
@@ -574,10 +608,12 @@ class ProcessController:
             silent = now - node.seen > self.heartbeat_grace
             if silent and not node.lost:
                 node.lost = True
+                self._sync_ledger(node)
                 log.warning("node %s lost: no heartbeat for %.0fs", node.name, now - node.seen)
                 again += await self._evacuate(node.name)
             elif not silent and node.lost:
                 node.lost = False
+                self._sync_ledger(node)
                 log.info("node %s is back; listing what its agent runs", node.name)
                 # Its processes were placed elsewhere meanwhile: the fresh list makes
                 # on_agent_event stop the copies it still runs (never two).
@@ -630,27 +666,35 @@ class ProcessController:
         )
         return True
 
-    async def refresh_usage(self) -> None:
-        for node in self.pool.nodes():
-            try:
-                stats = await self.pool.stub(node).GetNodeStats(
-                    pb.GetNodeStatsRequest(), timeout=10
-                )
-            except (AgentUnavailable, grpc.aio.AioRpcError):
+    async def poll_nodes(self) -> None:
+        """Every agent's latest sample, all at once: the ledger's signals (placement and
+        rebalancing), each process's figures (quotas), and status.usage."""
+        await asyncio.gather(*(self._poll(node) for node in self.pool.nodes()))
+
+    async def _poll(self, node: str) -> None:
+        try:
+            stats = await self.pool.stub(node).GetNodeStats(pb.GetNodeStatsRequest(), timeout=5)
+        except (AgentUnavailable, grpc.aio.AioRpcError):
+            return  # its signals age and turn stale: unknown, not idle
+        now = time.monotonic()
+        if node in self.ledger:
+            self.ledger.report(node, signals_from(stats, now))
+        for s in stats.processes:
+            info = self.processes.get((s.ref.namespace, s.ref.name))
+            if info is None or info.node != node or info.deleting:
                 continue
-            for s in stats.processes:
-                info = self.processes.get((s.ref.namespace, s.ref.name))
-                if info is None or info.node != node or info.deleting:
-                    continue
-                usage = {
-                    "cpu": f"{round(s.cpu_usage_cores * 1000)}m",
-                    "memory": format_bytes_approx(s.memory_current_bytes),
-                }
-                if _usage_moved(info.usage, usage):
-                    info.usage = usage
-                    await self.kube.patch_process_status(
-                        info.namespace, info.name, {"usage": usage}
-                    )
+            if info.stats is not None and now > info.stats[3]:
+                info.throttled_rate = max(
+                    0.0, (s.cpu_throttled_seconds - info.stats[1]) / (now - info.stats[3])
+                )
+            info.stats = (s.cpu_usage_cores, s.cpu_throttled_seconds, s.memory_current_bytes, now)
+            usage = {
+                "cpu": f"{round(s.cpu_usage_cores * 1000)}m",
+                "memory": format_bytes_approx(s.memory_current_bytes),
+            }
+            if _usage_moved(info.usage, usage):
+                info.usage = usage
+                await self.kube.patch_process_status(info.namespace, info.name, {"usage": usage})
 
     async def close(self) -> None:
         await self.pool.close()

@@ -21,9 +21,11 @@ from .config import OperatorConfig
 from .controller import ProcessController, ProcessInfo, Retry
 from .daemonset import manifest
 from .kube import MIGRATIONS, NODES, PROCESSES, Kube
+from .ledger import Ledger
 from .metrics import OperatorMetrics
 from .migrator import Migrator
-from .placement import LeastPressure
+from .placement import Backpressure
+from .pressure import PressureModel
 
 log = logging.getLogger(__name__)
 FINALIZER = "serverlessos.io/finalizer"
@@ -121,7 +123,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     state.events = set()
     state.config = OperatorConfig.from_env()
     kube = Kube()
-    ctrl = ProcessController(kube, LeastPressure(), _notify, state.config.heartbeat_grace)
+    cfg = state.config
+    ledger = Ledger(
+        PressureModel(psi_weight=cfg.placement.psi_weight),
+        stale_after=cfg.placement.stale_after,
+        settle=cfg.placement.settle,
+    )
+    placer = Backpressure(cfg.placement.choices, cfg.placement.scan_below)
+    ctrl = ProcessController(kube, placer, _notify, cfg.heartbeat_grace, ledger)
     state.controller = ctrl
     state.wake = asyncio.Event()
     # Know every process before listening to agents (which starts with the nodes),
@@ -146,13 +155,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if state.config.metrics_port:
         metrics.serve("0.0.0.0", state.config.metrics_port)
     loop = asyncio.get_running_loop()
-    cfg = state.config
     state.tasks = [
         loop.create_task(
             _every(cfg.retry_interval, "placing waiting processes", _place_waiting, state.wake)
         ),
         loop.create_task(_every(2.0, "checking node heartbeats", _check_nodes)),
-        loop.create_task(_every(cfg.usage_interval, "refreshing usage", ctrl.refresh_usage)),
+        loop.create_task(_every(cfg.usage_interval, "polling the agents", ctrl.poll_nodes)),
     ]
     if cfg.manage_daemonset:
         state.tasks.append(

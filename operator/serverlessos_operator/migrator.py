@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from .migration import (
     recovery,
     refusal,
 )
+from .placement import misfit
 from .process import now, request_of
 
 log = logging.getLogger(__name__)
@@ -289,17 +291,20 @@ class Migrator:
         )
 
     def _pick_target(self, m: Migration, info: ProcessInfo, source: str) -> tuple[str | None, str]:
-        views = [v for v in self.ctrl.node_views() if v.name != source]
+        ledger, request = self.ctrl.ledger, request_of(info.spec)
         if m.requested_target:
             if m.requested_target == source:
                 return None, f"{m.process} already runs on {source}"
-            views = [v for v in views if v.name == m.requested_target]
-            if not views:
+            node = ledger.get(m.requested_target)
+            if node is None:
                 return None, f"there is no node {m.requested_target!r} with a ServerlessOS agent"
-        decision = self.ctrl.placer.place(request_of(info.spec), views)
+            why = misfit(request, node)
+            if why is not None:
+                return None, f"{m.process} cannot move to {m.requested_target}: {why}"
+            return m.requested_target, "requested"
+        decision = self.ctrl.placer.place(request, ledger, time.monotonic(), exclude={source})
         if decision.node is None:
-            where = m.requested_target or "any other node"
-            return None, f"{m.process} cannot move to {where}: {decision.reason}"
+            return None, f"{m.process} cannot move to any other node: {decision.reason}"
         return decision.node, decision.reason
 
     async def _commit(
