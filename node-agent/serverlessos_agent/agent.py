@@ -131,7 +131,7 @@ async def run(config: AgentConfig) -> None:
             config.node_name,
             driver.version,
             loop,
-            lambda: Snapshot(supervisor.list(), latest[0]),
+            lambda: Snapshot(supervisor.list(), latest[0], supervisor.lease_expiries),
         )
     )
     server = grpc.aio.server(

@@ -10,6 +10,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from .events import Event, EventType
 from .model import (
     DEFAULT_NAMESPACE,
+    Lease,
     ProcessRecord,
     ProcessSpec,
     Ref,
@@ -70,6 +71,14 @@ def resources_from_pb(res: pb.Resources) -> Resources:
     return Resources(cpu_millis=res.cpu_millis, memory_bytes=res.memory_bytes)
 
 
+def resources_to_pb(res: Resources) -> pb.Resources:
+    return pb.Resources(cpu_millis=res.cpu_millis, memory_bytes=res.memory_bytes)
+
+
+def lease_from_pb(lease: pb.Lease) -> Lease:
+    return Lease(seconds=lease.seconds, fallback=resources_from_pb(lease.fallback))
+
+
 def spec_from_pb(spec: pb.ProcessSpec) -> ProcessSpec:
     return ProcessSpec(
         name=spec.name,
@@ -90,9 +99,7 @@ def spec_to_pb(spec: ProcessSpec) -> pb.ProcessSpec:
         argv=list(spec.argv),
         env=spec.env,
         working_dir=spec.working_dir,
-        resources=pb.Resources(
-            cpu_millis=spec.resources.cpu_millis, memory_bytes=spec.resources.memory_bytes
-        ),
+        resources=resources_to_pb(spec.resources),
         restart_policy=_POLICY_TO_PB[spec.restart_policy],
     )
 
@@ -125,6 +132,11 @@ def process_to_pb(record: ProcessRecord, cgroup_display: str = "") -> pb.Process
     )
     if record.last_termination is not None:
         msg.last_termination.CopyFrom(termination_to_pb(record.last_termination))
+    if record.lease is not None:
+        msg.lease.CopyFrom(
+            pb.Lease(seconds=record.lease.seconds, fallback=resources_to_pb(record.lease.fallback))
+        )
+        msg.lease_expires_at.CopyFrom(timestamp(record.lease_expires_at))
     return msg
 
 

@@ -29,6 +29,7 @@ RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 class Snapshot:
     records: list[ProcessRecord]
     sample: NodeSample | None
+    lease_expiries: int = 0
 
 
 class AgentCollector(Collector):
@@ -59,6 +60,11 @@ class AgentCollector(Collector):
         )
         info.add_metric([self.node_name, __version__, self.cgroup_version], 1)
         yield info
+        yield CounterMetricFamily(
+            "serverlessos_agent_lease_expiries",
+            "Leased resources (UpdateResources with a lease) that ran out unrenewed and fell back.",
+            value=snap.lease_expiries,
+        )
         yield from self._processes(snap)
         if snap.sample is not None:
             yield from self._node(snap.sample)

@@ -451,6 +451,11 @@ class Migrations:
                     restarts=header.process.restarts,
                     migration_id=migration_id,
                     restore={"criu": binary, "images": str(directory / "images"), "lazy": lazy},
+                    lease=(
+                        convert.lease_from_pb(header.process.lease)
+                        if header.process.HasField("lease")
+                        else None
+                    ),
                 )
             except BaseException:
                 await self._stop_lazy_pages(migration_id)

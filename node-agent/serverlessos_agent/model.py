@@ -58,6 +58,15 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Resources held only until `seconds` pass without a renewal; then `fallback`
+    applies (a zero field keeps the current value)."""
+
+    seconds: float
+    fallback: Resources = Resources()
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     name: str
     argv: tuple[str, ...]
@@ -120,6 +129,10 @@ class ProcessRecord:
     message: str = ""
     next_restart_at: float = 0.0
     migration_id: str = ""  # set while FROZEN for a migration, or restored by one
+    lease: Lease | None = None  # spec.resources are leased; None = permanent
+    # Wall clock; on disk only as of the last change (renewals are not saved): an
+    # agent restart starts the lease's clock again.
+    lease_expires_at: float = 0.0
 
     @property
     def ref(self) -> Ref:
@@ -147,14 +160,22 @@ class ProcessRecord:
         )
         termination = data.get("last_termination")
         run = data.get("run")
+        lease = data.get("lease")
         plain = {
-            k: v for k, v in data.items() if k not in {"spec", "state", "last_termination", "run"}
+            k: v
+            for k, v in data.items()
+            if k not in {"spec", "state", "last_termination", "run", "lease"}
         }
         return cls(
             **plain,
             spec=spec,
             state=State(data["state"]),
             run=Run(**run) if run else None,
+            lease=(
+                Lease(seconds=lease["seconds"], fallback=Resources(**lease["fallback"]))
+                if lease
+                else None
+            ),
             last_termination=(
                 Termination(**{**termination, "reason": Reason(termination["reason"])})
                 if termination

@@ -142,8 +142,9 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @unary
     async def UpdateResources(self, request: pb.UpdateResourcesRequest, context: Any) -> pb.Process:
+        lease = convert.lease_from_pb(request.lease) if request.HasField("lease") else None
         record = await self.supervisor.update_resources(
-            _ref(request.ref), convert.resources_from_pb(request.resources)
+            _ref(request.ref), convert.resources_from_pb(request.resources), lease
         )
         return self._pb(record)
 

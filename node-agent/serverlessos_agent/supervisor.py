@@ -29,6 +29,7 @@ from .errors import AlreadyExists, FailedPrecondition, NotFound
 from .events import EventLog, EventType
 from .logs import rotate_if_needed
 from .model import (
+    Lease,
     ProcessRecord,
     ProcessSpec,
     Reason,
@@ -39,11 +40,11 @@ from .model import (
     Termination,
 )
 from .procfs import open_pidfd
-from .quantity import format_bytes
+from .quantity import format_bytes, format_cpu
 from .restart import Backoff, should_restart
 from .spawner import Spawner, SpawnRequest
 from .store import RecordStore, read_json
-from .validation import NodeCapacity, check_resources, check_spec
+from .validation import NodeCapacity, check_lease, check_resources, check_spec
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class _Live:
     pid_fd: int | None = None  # for signalling the process without PID-reuse races
     restart: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    lease_timer: asyncio.TimerHandle | None = None
 
 
 class Supervisor:
@@ -93,6 +95,7 @@ class Supervisor:
         self.store = RecordStore(config.state_dir)
         self.records: dict[Ref, ProcessRecord] = {}
         self._live: dict[Ref, _Live] = {}
+        self.lease_expiries = 0  # leases that ran out unrenewed, since the agent started
 
     # ----- queries -------------------------------------------------------
 
@@ -126,9 +129,12 @@ class Supervisor:
         restarts: int = 0,
         migration_id: str = "",
         restore: dict[str, Any] | None = None,
+        lease: Lease | None = None,
     ) -> ProcessRecord:
         """A new record and its first run (started, or restored from a checkpoint)."""
         check_spec(spec, self.capacity)
+        if lease is not None:
+            check_lease(lease, self.capacity)
         if self.privilege_problems:
             raise FailedPrecondition("; ".join(self.privilege_problems))
         if spec.ref in self.records:
@@ -147,6 +153,7 @@ class Supervisor:
             workdir=str(directory / "work"),
             restarts=restarts,
             migration_id=migration_id,
+            lease=lease,
         )
         live = _Live()
         # Claim the name before the first await, so a concurrent duplicate is refused.
@@ -156,6 +163,7 @@ class Supervisor:
             try:
                 self.store.prepare(spec.ref)
                 self.store.save(record)
+                self._arm_lease(record, live)
                 await self._launch(record, live, restore)
             except Exception:
                 # Nothing runs (a failed exec is not an exception): leave no trace.
@@ -371,6 +379,7 @@ class Supervisor:
             if live.restart is not None:
                 live.restart.cancel()
                 live.restart = None
+            self._cancel_lease(live)
             record.state = State.STOPPING
             self.store.save(record)
             if record.run is not None:
@@ -418,28 +427,116 @@ class Supervisor:
         live = self._live.pop(record.ref, None)
         if live is not None:
             self._close_fds(live)
+            self._cancel_lease(live)
         self.records.pop(record.ref, None)
 
     # ----- update --------------------------------------------------------
 
-    async def update_resources(self, ref: Ref, resources: Resources) -> ProcessRecord:
+    async def update_resources(
+        self, ref: Ref, resources: Resources, lease: Lease | None = None
+    ) -> ProcessRecord:
+        """Set the limits; with a lease, only until it runs out unrenewed. Without a
+        lease this is permanent and always written, events included (as before
+        leases). A renewal that changes nothing only moves the expiry: the operator
+        renews every process every few seconds, so it must cost no write and no event."""
         record = self.get(ref)
+        live = self._live[ref]
         check_resources(resources, self.capacity)
-        if resources.memory_bytes:
-            try:
-                current = self.driver.stats(record.cgroup).memory_current
-            except (OSError, ValueError):
-                current = None
-            if current is not None and record.run is not None and resources.memory_bytes < current:
+        if lease is not None:
+            check_lease(lease, self.capacity)
+        changed = lease is None or resources != record.spec.resources or lease != record.lease
+        if changed:
+            used = self._memory_in_use(record)
+            if resources.memory_bytes and used is not None and resources.memory_bytes < used:
                 raise FailedPrecondition(
                     f"memory limit {format_bytes(resources.memory_bytes)} is below the "
-                    f"{format_bytes(current)} the process uses now; lowering it would OOM-kill it"
+                    f"{format_bytes(used)} the process uses now; lowering it would OOM-kill it"
                 )
+            self._apply(record, resources)
+        had_lease = record.lease is not None
+        record.lease = lease
+        self._arm_lease(record, live)
+        if changed:
+            self.store.save(record)
+            if lease is not None:
+                message = f"leased for {lease.seconds:g}s, then {_fallback_text(lease.fallback)}"
+            else:
+                message = "no longer leased" if had_lease else ""
+            self._emit(record, EventType.RESOURCES_UPDATED, message)
+        return record
+
+    def _apply(self, record: ProcessRecord, resources: Resources) -> None:
         self.driver.set_limits(record.cgroup, resources)
         record.spec = dataclasses.replace(record.spec, resources=resources)
+
+    def _memory_in_use(self, record: ProcessRecord) -> int | None:
+        """What the current run uses now; None if nothing runs or it cannot be read."""
+        if record.run is None:
+            return None
+        try:
+            return self.driver.stats(record.cgroup).memory_current
+        except (OSError, ValueError):
+            return None
+
+    # ----- leases --------------------------------------------------------
+
+    def _arm_lease(self, record: ProcessRecord, live: _Live) -> None:
+        """(Re)start the record's lease clock, or stop it if it has no lease."""
+        self._cancel_lease(live)
+        if record.lease is None:
+            record.lease_expires_at = 0.0
+            return
+        record.lease_expires_at = time.time() + record.lease.seconds
+        live.lease_timer = asyncio.get_running_loop().call_later(
+            record.lease.seconds, self._lease_expired, record.ref
+        )
+
+    def _cancel_lease(self, live: _Live) -> None:
+        if live.lease_timer is not None:
+            live.lease_timer.cancel()
+            live.lease_timer = None
+
+    def _lease_expired(self, ref: Ref) -> None:
+        """Not renewed in time: fall back to the lease's safe values, never to an
+        OOM kill (a memory fallback below current use keeps the memory limit)."""
+        record, live = self.records.get(ref), self._live.get(ref)
+        if record is None or live is None or record.lease is None:
+            return
+        live.lease_timer = None
+        lease, current = record.lease, record.spec.resources
+        cpu = lease.fallback.cpu_millis or current.cpu_millis
+        memory = lease.fallback.memory_bytes or current.memory_bytes
+        notes = []
+        if lease.fallback.cpu_millis:
+            notes.append(f"cpu fallback {format_cpu(cpu)}")
+        if lease.fallback.memory_bytes:
+            used = self._memory_in_use(record)
+            if used is not None and memory < used:
+                notes.append(
+                    f"memory fallback {format_bytes(memory)} not applied (the process uses "
+                    f"{format_bytes(used)}), kept at {_limit_text(current.memory_bytes)}"
+                )
+                memory = current.memory_bytes
+            else:
+                notes.append(f"memory fallback {format_bytes(memory)}")
+        message = f"lease expired after {lease.seconds:g}s without renewal: " + (
+            ", ".join(notes) or "limits kept (the lease had no fallback)"
+        )
+        try:
+            self._apply(record, Resources(cpu, memory))
+        except FailedPrecondition as exc:
+            # The kernel may fail to reclaim down to a new memory limit: keep memory.
+            try:
+                self._apply(record, Resources(cpu, current.memory_bytes))
+                message += f"; memory kept at {_limit_text(current.memory_bytes)}: {exc}"
+            except FailedPrecondition as again:
+                message += f"; applying the fallback failed: {again}"
+        record.lease = None
+        record.lease_expires_at = 0.0
+        self.lease_expiries += 1
         self.store.save(record)
-        self._emit(record, EventType.RESOURCES_UPDATED)
-        return record
+        log.warning("%s: %s", ref, message)
+        self._emit(record, EventType.RESOURCES_UPDATED, message)
 
     # ----- adoption after an agent restart -------------------------------
 
@@ -450,6 +547,8 @@ class Supervisor:
             live = _Live()
             self.records[record.ref] = record
             self._live[record.ref] = live
+            # Time spent down is not counted against a lease: its clock starts again.
+            self._arm_lease(record, live)
             try:
                 self._recover_one(record, live)
             except Exception:
@@ -568,12 +667,25 @@ class Supervisor:
         return True
 
     async def restore_process(
-        self, spec: ProcessSpec, uid: str, restarts: int, migration_id: str, restore: dict[str, Any]
+        self,
+        spec: ProcessSpec,
+        *,
+        uid: str,
+        restarts: int,
+        migration_id: str,
+        restore: dict[str, Any],
+        lease: Lease | None = None,
     ) -> ProcessRecord:
         """Run a process from a checkpoint (the target of a migration): like a start,
-        but CRIU restores it. Raises (leaving nothing) if the restore fails."""
+        but CRIU restores it. Raises (leaving nothing) if the restore fails. A leased
+        share stays leased here, its clock started again."""
         return await self._create(
-            spec, uid=uid, restarts=restarts, migration_id=migration_id, restore=restore
+            spec,
+            uid=uid,
+            restarts=restarts,
+            migration_id=migration_id,
+            restore=restore,
+            lease=lease,
         )
 
     # ----- housekeeping --------------------------------------------------
@@ -601,4 +713,16 @@ class Supervisor:
                 live.restart.cancel()
             for task in live.tasks:
                 task.cancel()
+            self._cancel_lease(live)
             self._close_fds(live)
+
+
+def _limit_text(value: int) -> str:
+    return format_bytes(value) if value else "unlimited"
+
+
+def _fallback_text(fallback: Resources) -> str:
+    parts = [f"cpu {format_cpu(fallback.cpu_millis)}"] if fallback.cpu_millis else []
+    if fallback.memory_bytes:
+        parts.append(f"memory {format_bytes(fallback.memory_bytes)}")
+    return "fallback " + ", ".join(parts) if parts else "no fallback (limits kept)"

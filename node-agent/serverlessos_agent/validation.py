@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InvalidArgument
-from .model import ProcessSpec, Resources
+from .model import Lease, ProcessSpec, Resources
 from .quantity import format_bytes, format_cpu
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -22,6 +22,8 @@ MIN_CPU_MILLIS = 10
 # Below this a process cannot even exec a dynamically linked binary.
 MIN_MEMORY_BYTES = 4 * 2**20
 MAX_ARGV_BYTES = 128 * 1024
+# Leases are renewed every few seconds; an hour is already far beyond any useful one.
+MAX_LEASE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,18 @@ def check_resources(resources: Resources, capacity: NodeCapacity) -> None:
             f"memory limit {format_bytes(mem)} exceeds this node's memory of "
             f"{format_bytes(capacity.memory_bytes)}"
         )
+
+
+def check_lease(lease: Lease, capacity: NodeCapacity) -> None:
+    if not 0 < lease.seconds <= MAX_LEASE_SECONDS:  # also refuses NaN
+        raise InvalidArgument(
+            f"lease of {lease.seconds:g}s is out of range: give more than 0 and at most "
+            f"{MAX_LEASE_SECONDS:g} seconds"
+        )
+    try:
+        check_resources(lease.fallback, capacity)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"lease fallback: {exc}") from None
 
 
 def check_spec(spec: ProcessSpec, capacity: NodeCapacity) -> None:

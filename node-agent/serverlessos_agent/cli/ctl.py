@@ -76,6 +76,11 @@ def add_parser(
     update.add_argument("name")
     update.add_argument("--cpu")
     update.add_argument("--memory")
+    update.add_argument(
+        "--lease", type=float, help="hold the limits this many seconds unless renewed"
+    )
+    update.add_argument("--fallback-cpu", help="CPU when the lease runs out (default: keep)")
+    update.add_argument("--fallback-memory", help="memory when the lease runs out (default: keep)")
 
     events = cmds.add_parser("events", help="watch lifecycle events")
     events.add_argument("--since", type=int, default=0, help="resume after this seq")
@@ -282,9 +287,20 @@ def _dispatch(args: argparse.Namespace, stub: pb_grpc.AgentStub) -> int:
             res.cpu_millis = _cpu(args.cpu)
         if args.memory is not None:
             res.memory_bytes = _mem(args.memory)
-        p = stub.UpdateResources(
-            pb.UpdateResourcesRequest(ref=_ref(args), resources=res), timeout=t
-        )
+        update_req = pb.UpdateResourcesRequest(ref=_ref(args), resources=res)
+        if args.lease is not None:
+            update_req.lease.CopyFrom(
+                pb.Lease(
+                    seconds=args.lease,
+                    fallback=pb.Resources(
+                        cpu_millis=_cpu(args.fallback_cpu),
+                        memory_bytes=_mem(args.fallback_memory),
+                    ),
+                )
+            )
+        elif args.fallback_cpu or args.fallback_memory:
+            raise UsageError("--fallback-cpu and --fallback-memory need --lease")
+        p = stub.UpdateResources(update_req, timeout=t)
         _print(args, p, table(PROCESS_HEADERS, _process_rows([p])))
         return 0
     if cmd == "events":

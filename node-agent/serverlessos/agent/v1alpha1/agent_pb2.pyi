@@ -365,6 +365,8 @@ class Process(_message.Message):
     LOG_PATH_FIELD_NUMBER: _builtins.int
     NEXT_RESTART_AT_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     state: Global___ProcessState.ValueType
     pid: _builtins.int
     """host PID of the current run, 0 if none"""
@@ -389,6 +391,16 @@ class Process(_message.Message):
     def next_restart_at(self) -> _timestamp_pb2.Timestamp:
         """set in BACKOFF"""
 
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """The lease spec.resources are held under (see Lease); unset = permanent."""
+
+    @_builtins.property
+    def lease_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the lease runs out unless renewed. After an agent restart the lease's
+        clock starts again (as if granted when the agent recovered).
+        """
+
     def __init__(
         self,
         *,
@@ -404,10 +416,12 @@ class Process(_message.Message):
         log_path: _builtins.str = ...,
         next_restart_at: _timestamp_pb2.Timestamp | None = ...,
         uid: _builtins.str = ...,
+        lease: Global___Lease | None = ...,
+        lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_termination", b"last_termination", "next_restart_at", b"next_restart_at", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_termination", b"last_termination", "lease", b"lease", "lease_expires_at", b"lease_expires_at", "next_restart_at", b"next_restart_at", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroup", b"cgroup", "created_at", b"created_at", "last_termination", b"last_termination", "log_path", b"log_path", "message", b"message", "next_restart_at", b"next_restart_at", "pid", b"pid", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "state", b"state", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroup", b"cgroup", "created_at", b"created_at", "last_termination", b"last_termination", "lease", b"lease", "lease_expires_at", b"lease_expires_at", "log_path", b"log_path", "message", b"message", "next_restart_at", b"next_restart_at", "pid", b"pid", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "state", b"state", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -583,24 +597,67 @@ class ProcessEvent(_message.Message):
 Global___ProcessEvent: _TypeAlias = ProcessEvent  # noqa: Y015
 
 @_typing.final
+class Lease(_message.Message):
+    """A grant of resources that must be renewed. An UpdateResources with a lease
+    applies its resources now and expires seconds later unless another
+    UpdateResources with a lease renews it; then fallback applies (a RESOURCES_UPDATED
+    event says so). A renewal with unchanged resources and lease only moves the
+    expiry: no cgroup write, no event. An UpdateResources without a lease makes
+    its resources permanent again (cancels the lease).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECONDS_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.float
+    """> 0 and <= 3600"""
+    @_builtins.property
+    def fallback(self) -> Global___Resources:
+        """What applies when the lease runs out. A zero field keeps the current value
+        (memory is normally left alone); a memory fallback below what the process
+        uses then is not applied (memory is kept).
+        """
+
+    def __init__(
+        self,
+        *,
+        seconds: _builtins.float = ...,
+        fallback: Global___Resources | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Lease: _TypeAlias = Lease  # noqa: Y015
+
+@_typing.final
 class UpdateResourcesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REF_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ref(self) -> Global___ProcessRef: ...
     @_builtins.property
     def resources(self) -> Global___Resources: ...
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """unset = permanent (no lease)"""
+
     def __init__(
         self,
         *,
         ref: Global___ProcessRef | None = ...,
         resources: Global___Resources | None = ...,
+        lease: Global___Lease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "ref", b"ref", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "resources", b"resources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "ref", b"ref", "resources", b"resources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

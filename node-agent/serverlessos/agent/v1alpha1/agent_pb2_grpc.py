@@ -138,7 +138,8 @@ class AgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateResources(self, request, context):
-        """Change the CPU and memory limits of a process while it runs.
+        """Change the CPU and memory limits of a process while it runs; with a lease,
+        only until the lease runs out (see Lease).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -63,7 +63,9 @@ class AgentStub:
     ListProcessesResponse to list-then-watch without a gap.
     """
     UpdateResources: _grpc.UnaryUnaryMultiCallable[_agent_pb2.UpdateResourcesRequest, _agent_pb2.Process]
-    """Change the CPU and memory limits of a process while it runs."""
+    """Change the CPU and memory limits of a process while it runs; with a lease,
+    only until the lease runs out (see Lease).
+    """
     GetNodeStats: _grpc.UnaryUnaryMultiCallable[_agent_pb2.GetNodeStatsRequest, _agent_pb2.NodeStats]
     ReadLogs: _grpc.UnaryStreamMultiCallable[_agent_pb2.ReadLogsRequest, _agent_pb2.LogChunk]
     """The process's combined stdout and stderr."""
@@ -108,7 +110,9 @@ class AgentAsyncStub(AgentStub):
     ListProcessesResponse to list-then-watch without a gap.
     """
     UpdateResources: _aio.UnaryUnaryMultiCallable[_agent_pb2.UpdateResourcesRequest, _agent_pb2.Process]  # type: ignore[assignment]
-    """Change the CPU and memory limits of a process while it runs."""
+    """Change the CPU and memory limits of a process while it runs; with a lease,
+    only until the lease runs out (see Lease).
+    """
     GetNodeStats: _aio.UnaryUnaryMultiCallable[_agent_pb2.GetNodeStatsRequest, _agent_pb2.NodeStats]  # type: ignore[assignment]
     ReadLogs: _aio.UnaryStreamMultiCallable[_agent_pb2.ReadLogsRequest, _agent_pb2.LogChunk]  # type: ignore[assignment]
     """The process's combined stdout and stderr."""
@@ -186,7 +190,9 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_pb2.UpdateResourcesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.Process, _abc.Awaitable[_agent_pb2.Process]]:
-        """Change the CPU and memory limits of a process while it runs."""
+        """Change the CPU and memory limits of a process while it runs; with a lease,
+        only until the lease runs out (see Lease).
+        """
 
     @_abc_1.abstractmethod
     def GetNodeStats(
