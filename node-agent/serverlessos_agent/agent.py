@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from .restart import Backoff
 from .server import AgentServicer
 from .spawner import Spawner
 from .stats import NodeSample, StatsSampler
+from .store import atomic_write_json
 from .supervisor import Supervisor, SupervisorConfig
 from .validation import NodeCapacity
 
@@ -167,8 +167,9 @@ async def run(config: AgentConfig) -> None:
     if config.metrics_listen:
         mhost, mport = split_host_port(config.metrics_listen)
         endpoint["metrics"] = f"{mhost}:{metrics.serve(mhost, mport)}"
-    # Written last: its presence says the agent is ready.
-    (config.state_dir / "agent.json").write_text(json.dumps(endpoint))
+    # Written last: its presence says the agent is ready; renamed into place, so
+    # whoever sees it can read it whole.
+    atomic_write_json(config.state_dir / "agent.json", endpoint, durable=False)
     log.info(
         "agent %s serving gRPC on %s:%d (cgroup %s, root %s)",
         config.node_name,
