@@ -9,7 +9,10 @@
 # with its own address on the bridge sos-br0 (10.77.0.10+i), is bound to the
 # node's name, and registers the node's ServerlessNode through the API server
 # (reached at the bridge address 10.77.0.1). Its processes are real, in cgroups
-# under serverlessos/<node>.
+# under serverlessos/<node>, and that subtree is the node (--node-cgroup): its CPU
+# and memory figures are the subtree's, so load put there (processes outside the
+# platform go in serverlessos/<node>/_system/..., which the agent never touches)
+# makes that node, and only it, busy. PSI stays machine-wide on cgroup v1.
 #
 # Each agent also gets its own mount namespace in which its node's directory is
 # bind-mounted at one path, $NODE_STATE (default /var/lib/serverlessos-agent, the DaemonSet's
@@ -97,7 +100,7 @@ start_agent() {
     --node-name "$node" \
     --listen "$ip:7420" --metrics-listen "$ip:7421" \
     --state-dir "$NODE_STATE" \
-    --cgroup-root "$CGROUP_BASE/$node" \
+    --cgroup-root "$CGROUP_BASE/$node" --node-cgroup "$CGROUP_BASE/$node" \
     --kubeconfig "$kubeconfig" --heartbeat-interval 5s \
     --criu "$CRIU" \
     >>"$state/agent.log" 2>&1 </dev/null &

@@ -44,6 +44,7 @@ class AgentConfig:
     state_dir: Path
     cgroup_driver: str = "auto"
     cgroup_root: str = "serverlessos"
+    node_cgroup: str = ""  # the node's cgroup subtree; empty = the whole machine
     metrics_listen: str = ""
     stats_interval: float = 2.0
     default_grace: float = 10.0
@@ -93,8 +94,13 @@ async def run(config: AgentConfig) -> None:
     for problem in problems:
         log.warning("cannot start processes on this node: %s", problem)
 
-    sampler = StatsSampler(driver)
-    capacity = NodeCapacity(cpu_millis=sampler.cpus * 1000, memory_bytes=sampler.memory_total)
+    try:
+        sampler = StatsSampler(driver, node_cgroup=config.node_cgroup)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"--node-cgroup {config.node_cgroup}: cannot read its usage: {exc}"
+        ) from exc
+    capacity = NodeCapacity(sampler.cpu_capacity_millis, sampler.memory_total)
     events = EventLog(config.state_dir / "events.jsonl")
     criu_info = await asyncio.to_thread(criu.detect, config.criu)
     if criu_info is None:
@@ -147,7 +153,14 @@ async def run(config: AgentConfig) -> None:
     advertised = split_host_port(config.advertise_address)[0] if config.advertise_address else host
     migrations = Migrations(config.node_name, supervisor, criu_info, advertised)
     pb_grpc.add_AgentServicer_to_server(
-        AgentServicer(config.node_name, supervisor, metrics, lambda: latest[0], migrations),
+        AgentServicer(
+            config.node_name,
+            supervisor,
+            metrics,
+            lambda: latest[0],
+            migrations,
+            node_cgroup=config.node_cgroup.strip("/"),
+        ),
         server,
     )
     health_servicer = health.aio.HealthServicer()
@@ -171,12 +184,13 @@ async def run(config: AgentConfig) -> None:
     # whoever sees it can read it whole.
     atomic_write_json(config.state_dir / "agent.json", endpoint, durable=False)
     log.info(
-        "agent %s serving gRPC on %s:%d (cgroup %s, root %s)",
+        "agent %s serving gRPC on %s:%d (cgroup %s, root %s, node %s)",
         config.node_name,
         host,
         bound,
         driver.version,
         config.cgroup_root,
+        f"cgroup {config.node_cgroup}" if config.node_cgroup else "the whole machine",
     )
 
     tasks = []
@@ -203,6 +217,10 @@ async def run(config: AgentConfig) -> None:
             await asyncio.sleep(config.stats_interval)
             try:
                 latest[0] = sampler.sample(supervisor.groups())
+                # A node cgroup's limits may change while the agent runs.
+                supervisor.capacity = NodeCapacity(
+                    latest[0].cpu_capacity_millis, latest[0].memory_total
+                )
                 supervisor.rotate_logs()
                 migrations.remove_leftovers()
             except Exception:

@@ -162,7 +162,9 @@ def pressure_to_pb(p: Pressure) -> pb.Pressure:
     )
 
 
-def node_stats_to_pb(node_name: str, cgroup_version: str, sample: NodeSample) -> pb.NodeStats:
+def node_stats_to_pb(
+    node_name: str, cgroup_version: str, sample: NodeSample, node_cgroup: str = ""
+) -> pb.NodeStats:
     return pb.NodeStats(
         node_name=node_name,
         time=timestamp(sample.time),
@@ -174,6 +176,10 @@ def node_stats_to_pb(node_name: str, cgroup_version: str, sample: NodeSample) ->
         memory_pressure=pressure_to_pb(sample.memory_pressure),
         io_pressure=pressure_to_pb(sample.io_pressure),
         cgroup_version=cgroup_version,
+        memory_used_bytes=sample.memory_used,
+        network_bytes_per_second=sample.network_bytes_per_second,
+        network_capacity_bytes_per_second=sample.network_capacity_bytes_per_second,
+        node_cgroup=node_cgroup,
         processes=[
             pb.ProcessStats(
                 ref=pb.ProcessRef(namespace=ref.namespace, name=ref.name),

@@ -140,12 +140,29 @@ class AgentCollector(Collector):
             value=sample.cpu_usage_cores,
         )
         yield GaugeMetricFamily(
-            "serverlessos_agent_node_memory_total_bytes", "MemTotal.", value=sample.memory_total
+            "serverlessos_agent_node_memory_total_bytes",
+            "MemTotal, or the node cgroup's memory limit.",
+            value=sample.memory_total,
         )
         yield GaugeMetricFamily(
             "serverlessos_agent_node_memory_available_bytes",
-            "MemAvailable.",
+            "MemAvailable, or the node cgroup's total minus its working set.",
             value=sample.memory_available,
+        )
+        yield GaugeMetricFamily(
+            "serverlessos_agent_node_memory_used_bytes",
+            "Memory in use (the node cgroup's working set with --node-cgroup).",
+            value=sample.memory_used,
+        )
+        yield GaugeMetricFamily(
+            "serverlessos_agent_node_network_bytes_per_second",
+            "Bytes received plus sent over the last sampling interval (no loopback, no veths).",
+            value=sample.network_bytes_per_second,
+        )
+        yield GaugeMetricFamily(
+            "serverlessos_agent_node_network_capacity_bytes_per_second",
+            "Sum of the counted interfaces' link speeds (0: unknown).",
+            value=sample.network_capacity_bytes_per_second,
         )
         stalled = CounterMetricFamily(
             "serverlessos_agent_node_pressure_stalled_seconds",

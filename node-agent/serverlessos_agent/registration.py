@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,12 @@ class NodeFacts:
     criu: CriuInfo | None = None
 
 
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(time.time())
 
 
 def node_status(
@@ -46,7 +51,8 @@ def node_status(
 ) -> dict[str, Any]:
     """The status the agent publishes: pure, so tests can check it directly."""
     now = _now()
-    cpu_free_millis = max(0, sample.cpu_capacity_millis - round(sample.cpu_usage_cores * 1000))
+    cpu_used_millis = round(sample.cpu_usage_cores * 1000)
+    cpu_free_millis = max(0, sample.cpu_capacity_millis - cpu_used_millis)
     capacity = {
         "cpu": format_cpu(sample.cpu_capacity_millis),
         "memory": format_bytes(sample.memory_total),
@@ -78,6 +84,11 @@ def node_status(
             "ioSomeAvg10": sample.io_pressure.some_avg10,
             "cpuFree": f"{cpu_free_millis}m",
             "memoryFree": f"{sample.memory_available // 2**20}Mi",
+            "cpuUsed": f"{cpu_used_millis}m",
+            "memoryUsed": f"{sample.memory_used // 2**20}Mi",
+            "networkBytesPerSecond": round(sample.network_bytes_per_second),
+            "networkCapacityBytesPerSecond": sample.network_capacity_bytes_per_second,
+            "sampledAt": _rfc3339(sample.time),
         },
         "processes": processes,
         "lastHeartbeat": now,

@@ -104,8 +104,11 @@ class AgentServicer(pb_grpc.AgentServicer):
         metrics: Metrics,
         latest_sample: Callable[[], NodeSample],
         migrations: Migrations,
+        *,
+        node_cgroup: str = "",
     ) -> None:
         self.node_name = node_name
+        self.node_cgroup = node_cgroup
         self.supervisor = supervisor
         self.metrics = metrics
         self.latest_sample = latest_sample
@@ -151,7 +154,7 @@ class AgentServicer(pb_grpc.AgentServicer):
     @unary
     async def GetNodeStats(self, request: pb.GetNodeStatsRequest, context: Any) -> pb.NodeStats:
         return convert.node_stats_to_pb(
-            self.node_name, self.supervisor.driver.version, self.latest_sample()
+            self.node_name, self.supervisor.driver.version, self.latest_sample(), self.node_cgroup
         )
 
     async def WatchProcesses(

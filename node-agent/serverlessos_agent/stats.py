@@ -1,4 +1,11 @@
-"""Node and per-process measurements: /proc/stat, /proc/meminfo, PSI, cgroup counters."""
+"""Node and per-process measurements: /proc/stat, /proc/meminfo, PSI, cgroup counters,
+network throughput.
+
+The node is the whole machine, or with a node cgroup (--node-cgroup) that
+cgroup's subtree: several agents on one machine (the local cluster), each
+standing for a node, then each see their own load. PSI follows the node cgroup
+only where the hierarchy keeps per-cgroup pressure (cgroup v2).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cgroup import CgroupDriver
+from . import netdev
+from .cgroup import CgroupDriver, SubtreeUsage
 from .model import Ref
 
 PROC = Path("/proc")
@@ -43,9 +51,10 @@ def parse_pressure(text: str) -> Pressure:
     )
 
 
-def read_pressure(resource: str, proc: Path = PROC) -> Pressure:
+def read_pressure(resource: str, proc: Path = PROC, path: Path | None = None) -> Pressure:
+    """A PSI file: `path` if given (a cgroup's own), else the machine's."""
     try:
-        return parse_pressure((proc / "pressure" / resource).read_text())
+        return parse_pressure((path or proc / "pressure" / resource).read_text())
     except (FileNotFoundError, OSError):
         return Pressure()  # kernels without PSI (CONFIG_PSI=n or psi=0)
 
@@ -89,29 +98,72 @@ class NodeSample:
     memory_pressure: Pressure
     io_pressure: Pressure
     processes: dict[Ref, ProcessSample] = field(default_factory=dict)
+    memory_used: int = 0
+    network_bytes_per_second: float = 0.0  # received + sent, over the sampling interval
+    network_capacity_bytes_per_second: int = 0  # sum of link speeds; 0 = unknown
 
 
 class StatsSampler:
     """Takes samples and turns counters into rates between consecutive samples."""
 
-    def __init__(self, driver: CgroupDriver, proc: Path = PROC) -> None:
+    def __init__(
+        self,
+        driver: CgroupDriver,
+        proc: Path = PROC,
+        node_cgroup: str = "",
+        net_dev: Path = netdev.PROC_NET_DEV,
+    ) -> None:
         self.driver = driver
         self.proc = proc
-        self.cpus = os.cpu_count() or 1
+        self.node_cgroup = node_cgroup.strip("/")
+        self.net_dev = net_dev
+        self.machine_cpus = os.cpu_count() or 1
+        self.machine_memory = parse_meminfo((proc / "meminfo").read_text()).get("MemTotal", 0)
+        now = time.monotonic()
         self._cpu_prev = cpu_times(proc)
+        # Raises if the node cgroup cannot be read: better at start than every sample.
+        usage = self.driver.subtree_usage(self.node_cgroup) if self.node_cgroup else None
+        self._node_prev = (now, usage.cpu_usage_ns if usage else 0)
+        self._net_prev = (now, netdev.read_counters(net_dev))
         self._group_prev: dict[Ref, tuple[float, int]] = {}
         self._peaks: dict[Ref, int] = {}
-        self.memory_total = parse_meminfo((proc / "meminfo").read_text()).get("MemTotal", 0)
+        self.cpu_capacity_millis, self.memory_total = self._capacity(usage)
+
+    def _capacity(self, usage: SubtreeUsage | None) -> tuple[int, int]:
+        """(millicores, bytes): the machine's, or less where the node cgroup is limited."""
+        cpu, memory = self.machine_cpus * 1000, self.machine_memory
+        if usage is not None:
+            cpu = min(cpu, usage.cpu_limit_millis or cpu)
+            memory = min(memory, usage.memory_limit or memory)
+        return cpu, memory
 
     def sample(self, groups: dict[Ref, str]) -> NodeSample:
         now = time.monotonic()
-        busy, total = cpu_times(self.proc)
-        prev_busy, prev_total = self._cpu_prev
-        self._cpu_prev = (busy, total)
-        node_cores = (
-            (busy - prev_busy) / (total - prev_total) * self.cpus if total > prev_total else 0.0
-        )
-        meminfo = parse_meminfo((self.proc / "meminfo").read_text())
+        if self.node_cgroup:
+            usage = self.driver.subtree_usage(self.node_cgroup)
+            prev_time, prev_ns = self._node_prev
+            self._node_prev = (now, usage.cpu_usage_ns)
+            elapsed = now - prev_time
+            node_cores = (
+                max(0.0, (usage.cpu_usage_ns - prev_ns) / 1e9 / elapsed) if elapsed > 0 else 0.0
+            )
+            self.cpu_capacity_millis, self.memory_total = self._capacity(usage)
+            memory_used = min(self.memory_total, usage.memory_used or 0)
+        else:
+            busy, total = cpu_times(self.proc)
+            prev_busy, prev_total = self._cpu_prev
+            self._cpu_prev = (busy, total)
+            node_cores = (
+                (busy - prev_busy) / (total - prev_total) * self.machine_cpus
+                if total > prev_total
+                else 0.0
+            )
+            meminfo = parse_meminfo((self.proc / "meminfo").read_text())
+            self.memory_total = meminfo.get("MemTotal", 0)
+            memory_used = self.memory_total - meminfo.get("MemAvailable", 0)
+        counters = netdev.read_counters(self.net_dev)
+        net_time, net_before = self._net_prev
+        self._net_prev = (now, counters)
         processes = {}
         for ref, group in groups.items():
             with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
@@ -121,15 +173,22 @@ class StatsSampler:
             self._peaks.pop(gone, None)
         return NodeSample(
             time=time.time(),
-            cpu_capacity_millis=self.cpus * 1000,
+            cpu_capacity_millis=self.cpu_capacity_millis,
             cpu_usage_cores=node_cores,
-            memory_total=meminfo.get("MemTotal", 0),
-            memory_available=meminfo.get("MemAvailable", 0),
-            cpu_pressure=read_pressure("cpu", self.proc),
-            memory_pressure=read_pressure("memory", self.proc),
-            io_pressure=read_pressure("io", self.proc),
+            memory_total=self.memory_total,
+            memory_available=max(0, self.memory_total - memory_used),
+            cpu_pressure=self._pressure("cpu"),
+            memory_pressure=self._pressure("memory"),
+            io_pressure=self._pressure("io"),
             processes=processes,
+            memory_used=memory_used,
+            network_bytes_per_second=netdev.rate(net_before, counters, now - net_time),
+            network_capacity_bytes_per_second=netdev.capacity_bytes_per_second(sorted(counters)),
         )
+
+    def _pressure(self, resource: str) -> Pressure:
+        own = self.driver.pressure_file(self.node_cgroup, resource) if self.node_cgroup else None
+        return read_pressure(resource, self.proc, own)
 
     def _sample_group(self, ref: Ref, group: str, now: float) -> ProcessSample:
         stats = self.driver.stats(group)

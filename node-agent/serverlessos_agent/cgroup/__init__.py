@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FailedPrecondition
-from .driver import SHIMS, CgroupDriver, CgroupStats
+from .driver import SHIMS, SYSTEM, CgroupDriver, CgroupStats, SubtreeUsage
 from .v1 import CgroupV1
 from .v2 import CgroupV2
 
 __all__ = [
     "SHIMS",
+    "SYSTEM",
     "CgroupDriver",
     "CgroupStats",
     "CgroupV1",
     "CgroupV2",
+    "SubtreeUsage",
     "cgroup_mounts",
     "detect",
 ]

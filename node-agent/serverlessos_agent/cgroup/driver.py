@@ -5,6 +5,12 @@ manages; shims (the small supervisors that wait for each process) live in
 `<root>/_shims`, outside both the processes' limits and the agent's own cgroup,
 so restarting the agent (or its systemd unit or pod) does not take them down.
 `_shims` cannot collide with a namespace: namespaces are DNS labels.
+
+The agent creates, changes and removes only those groups; it never lists its
+root to clean up. Other groups under the root are left alone, so a group whose
+name starts with `_` (not a DNS label) is safe for processes outside the
+platform; `_system` is the conventional one (SYSTEM). With --node-cgroup they
+count as the node's load like everything else in that subtree.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ..errors import FailedPrecondition
 from ..model import Ref, Resources
 
 SHIMS = "_shims"
+SYSTEM = "_system"  # reserved for processes outside the platform; never touched
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,18 @@ class CgroupStats:
     memory_current: int | None  # None where the memory controller is absent
     memory_peak: int | None
     oom_kills: int
+
+
+@dataclass(frozen=True)
+class SubtreeUsage:
+    """What a whole subtree uses and may use: a node's cgroup (--node-cgroup)."""
+
+    cpu_usage_ns: int  # cumulative, every descendant included
+    # Working set: usage minus inactive page cache (reclaimable at no cost), as the
+    # kubelet counts it. None where the memory controller is absent.
+    memory_used: int | None
+    cpu_limit_millis: int | None  # None: no quota
+    memory_limit: int | None  # None: no limit
 
 
 class CgroupDriver(ABC):
@@ -76,6 +95,15 @@ class CgroupDriver(ABC):
 
     @abstractmethod
     def stats(self, group: str) -> CgroupStats: ...
+
+    @abstractmethod
+    def subtree_usage(self, group: str) -> SubtreeUsage:
+        """Raises OSError (FileNotFoundError) if the group does not exist."""
+
+    def pressure_file(self, group: str, resource: str) -> Path | None:
+        """The group's own PSI file (resource: cpu, memory, io), where the hierarchy
+        keeps one; None means only the machine-wide /proc/pressure is there."""
+        return None
 
     @abstractmethod
     def display_path(self, group: str) -> str: ...

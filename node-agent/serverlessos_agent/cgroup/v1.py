@@ -13,6 +13,7 @@ from ..model import Resources
 from .driver import (
     CgroupDriver,
     CgroupStats,
+    SubtreeUsage,
     kill_pids,
     make_dir,
     read_int,
@@ -26,6 +27,8 @@ REQUIRED = ("cpu", "cpuacct", "memory")
 OPTIONAL = ("pids", "freezer")
 CFS_PERIOD_US = 100_000
 UNLIMITED = "-1"
+# memory.limit_in_bytes reads back as the page counter's maximum (about 2**63) when unlimited.
+MEMORY_NO_LIMIT = 2**62
 
 
 class CgroupV1(CgroupDriver):
@@ -108,6 +111,20 @@ class CgroupV1(CgroupDriver):
             memory_current=read_int(memory / "memory.usage_in_bytes"),
             memory_peak=read_int(memory / "memory.max_usage_in_bytes"),
             oom_kills=read_keyed(memory / "memory.oom_control").get("oom_kill", 0),
+        )
+
+    def subtree_usage(self, group: str) -> SubtreeUsage:
+        cpu, memory = self._dir("cpu", group), self._dir("memory", group)
+        quota = read_int(cpu / "cpu.cfs_quota_us")
+        period = read_int(cpu / "cpu.cfs_period_us")
+        limit = read_int(memory / "memory.limit_in_bytes")
+        usage = read_int(memory / "memory.usage_in_bytes")
+        inactive = read_keyed(memory / "memory.stat").get("total_inactive_file", 0)
+        return SubtreeUsage(
+            cpu_usage_ns=read_int(self._dir("cpuacct", group) / "cpuacct.usage"),
+            memory_used=max(0, usage - inactive),
+            cpu_limit_millis=quota * 1000 // period if quota > 0 else None,
+            memory_limit=limit if limit < MEMORY_NO_LIMIT else None,
         )
 
     def display_path(self, group: str) -> str:

@@ -11,6 +11,7 @@ from ..model import Resources
 from .driver import (
     CgroupDriver,
     CgroupStats,
+    SubtreeUsage,
     kill_pids,
     make_dir,
     read_int,
@@ -139,6 +140,34 @@ class CgroupV2(CgroupDriver):
             memory_peak=read_int(peak) if peak.exists() else None,
             oom_kills=read_keyed(path / "memory.events").get("oom_kill", 0),
         )
+
+    def subtree_usage(self, group: str) -> SubtreeUsage:
+        path = self._dir(group)
+        cpu = read_keyed(path / "cpu.stat")
+        if not cpu:  # every cgroup v2 group has cpu.stat: the group is missing
+            raise FileNotFoundError(f"no cgroup {path}")
+        used = None
+        if (path / "memory.current").exists():
+            inactive = read_keyed(path / "memory.stat").get("inactive_file", 0)
+            used = max(0, read_int(path / "memory.current") - inactive)
+        cpu_limit = None
+        if (path / "cpu.max").exists():
+            quota, period = (path / "cpu.max").read_text().split()
+            cpu_limit = int(quota) * 1000 // int(period) if quota != "max" else None
+        memory_limit = None
+        if (path / "memory.max").exists():
+            value = (path / "memory.max").read_text().strip()
+            memory_limit = int(value) if value != "max" else None
+        return SubtreeUsage(
+            cpu_usage_ns=cpu.get("usage_usec", 0) * 1000,
+            memory_used=used,
+            cpu_limit_millis=cpu_limit,
+            memory_limit=memory_limit,
+        )
+
+    def pressure_file(self, group: str, resource: str) -> Path | None:
+        path = self._dir(group) / f"{resource}.pressure"
+        return path if path.exists() else None
 
     def display_path(self, group: str) -> str:
         return str(self._dir(group))

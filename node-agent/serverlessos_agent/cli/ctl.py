@@ -246,7 +246,17 @@ def _dispatch(args: argparse.Namespace, stub: pb_grpc.AgentStub) -> int:
     if cmd == "stats":
         s = stub.GetNodeStats(pb.GetNodeStatsRequest(), timeout=t)
         node = table(
-            ["NODE", "CPU", "CPU USED", "MEMORY", "AVAILABLE", "PSI CPU", "PSI MEM", "PSI IO"],
+            [
+                "NODE",
+                "CPU",
+                "CPU USED",
+                "MEMORY",
+                "AVAILABLE",
+                "NET/S",
+                "PSI CPU",
+                "PSI MEM",
+                "PSI IO",
+            ],
             [
                 [
                     s.node_name,
@@ -254,6 +264,7 @@ def _dispatch(args: argparse.Namespace, stub: pb_grpc.AgentStub) -> int:
                     f"{s.cpu_usage_cores:.2f}",
                     format_bytes_approx(s.memory_total_bytes),
                     format_bytes_approx(s.memory_available_bytes),
+                    format_bytes_approx(s.network_bytes_per_second),
                     f"{s.cpu_pressure.some_avg10:.2f}%",
                     f"{s.memory_pressure.some_avg10:.2f}%",
                     f"{s.io_pressure.some_avg10:.2f}%",

@@ -50,6 +50,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--cgroup-root", default="serverlessos", help="cgroup path for managed processes"
     )
+    p.add_argument(
+        "--node-cgroup",
+        default="",
+        help="cgroup path (relative to the hierarchy root) holding this node's load, when "
+        "several agents share one machine (e.g. serverlessos/kwok-node-0): node CPU, memory "
+        "and capacity come from that subtree, and PSI from its pressure files on cgroup v2 "
+        "(on v1 PSI stays machine-wide). It must exist (it does when it is --cgroup-root "
+        "or above it). Default: the whole machine, right on a real node",
+    )
     p.add_argument("--metrics-listen", default="", help="Prometheus HOST:PORT (default: off)")
     p.add_argument("--stats-interval", type=_seconds, default=2.0, help="sampling period")
     p.add_argument("--default-grace", type=_seconds, default=10.0, help="stop grace period")
@@ -82,6 +91,7 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir.resolve(),
         cgroup_driver=args.cgroup_driver,
         cgroup_root=args.cgroup_root,
+        node_cgroup=args.node_cgroup,
         metrics_listen=args.metrics_listen,
         stats_interval=args.stats_interval,
         default_grace=args.default_grace,

@@ -215,8 +215,33 @@ class Pressure(Model):
     cpu_some_avg10: float = 0.0
     memory_some_avg10: float = 0.0
     io_some_avg10: float = 0.0
-    cpu_free: str = ""
-    memory_free: str = ""
+    cpu_free: str = Field(default="", description="Capacity minus cpuUsed, e.g. 500m.")
+    memory_free: str = Field(default="", description="Capacity minus memoryUsed, e.g. 512Mi.")
+    cpu_used: str = Field(
+        default="",
+        description="CPU busy over the agent's last sampling interval, e.g. 1500m: the whole "
+        "machine's, or with the agent's --node-cgroup that cgroup subtree's (processes "
+        "outside the platform in it included). PSI follows --node-cgroup only on cgroup v2.",
+    )
+    memory_used: str = Field(
+        default="",
+        description="Memory in use, e.g. 512Mi: MemTotal - MemAvailable, or the node "
+        "cgroup's usage minus inactive page cache.",
+    )
+    network_bytes_per_second: int = Field(
+        default=0,
+        description="Bytes received plus sent per second over the last sampling interval "
+        "(not loopback nor container plumbing such as veths and bridges).",
+    )
+    network_capacity_bytes_per_second: int = Field(
+        default=0,
+        description="Sum of the counted interfaces' link speeds, bytes per second; 0 = unknown.",
+    )
+    sampled_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When the agent took the sample these figures come from.",
+    )
 
 
 class ServerlessNodeStatus(Model):

@@ -753,6 +753,11 @@ Global___ProcessStats: _TypeAlias = ProcessStats  # noqa: Y015
 
 @_typing.final
 class NodeStats(_message.Message):
+    """The node is the whole machine, or with the agent's --node-cgroup that cgroup's
+    subtree (several agents on one machine, each standing for a node): CPU and
+    memory figures then are that subtree's, capacity its limits where it has them.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_NAME_FIELD_NUMBER: _builtins.int
@@ -766,20 +771,42 @@ class NodeStats(_message.Message):
     IO_PRESSURE_FIELD_NUMBER: _builtins.int
     PROCESSES_FIELD_NUMBER: _builtins.int
     CGROUP_VERSION_FIELD_NUMBER: _builtins.int
+    MEMORY_USED_BYTES_FIELD_NUMBER: _builtins.int
+    NETWORK_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    NETWORK_CAPACITY_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    NODE_CGROUP_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
     cpu_capacity_millis: _builtins.int
     cpu_usage_cores: _builtins.float
     """over the last sampling interval"""
     memory_total_bytes: _builtins.int
     memory_available_bytes: _builtins.int
+    """Machine: MemAvailable. Node cgroup: total minus its working set."""
     cgroup_version: _builtins.str
     """"v1" or "v2" """
+    memory_used_bytes: _builtins.int
+    """Machine: MemTotal - MemAvailable. Node cgroup: its usage minus inactive page cache."""
+    network_bytes_per_second: _builtins.float
+    """Bytes received plus sent per second over the last sampling interval, on the
+    agent's network namespace's interfaces (not loopback nor container plumbing
+    such as veths and bridges, whose traffic also crosses a NIC).
+    """
+    network_capacity_bytes_per_second: _builtins.int
+    """Sum of those interfaces' link speeds (one direction each), bytes per second;
+    0 = unknown.
+    """
+    node_cgroup: _builtins.str
+    """empty = the whole machine"""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """when this sample was taken"""
 
     @_builtins.property
-    def cpu_pressure(self) -> Global___Pressure: ...
+    def cpu_pressure(self) -> Global___Pressure:
+        """PSI of the node cgroup where the hierarchy has per-cgroup pressure files
+        (cgroup v2), else the machine's /proc/pressure.
+        """
+
     @_builtins.property
     def memory_pressure(self) -> Global___Pressure: ...
     @_builtins.property
@@ -800,10 +827,14 @@ class NodeStats(_message.Message):
         io_pressure: Global___Pressure | None = ...,
         processes: _abc.Iterable[Global___ProcessStats] | None = ...,
         cgroup_version: _builtins.str = ...,
+        memory_used_bytes: _builtins.int = ...,
+        network_bytes_per_second: _builtins.float = ...,
+        network_capacity_bytes_per_second: _builtins.int = ...,
+        node_cgroup: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_pressure", b"cpu_pressure", "io_pressure", b"io_pressure", "memory_pressure", b"memory_pressure", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroup_version", b"cgroup_version", "cpu_capacity_millis", b"cpu_capacity_millis", "cpu_pressure", b"cpu_pressure", "cpu_usage_cores", b"cpu_usage_cores", "io_pressure", b"io_pressure", "memory_available_bytes", b"memory_available_bytes", "memory_pressure", b"memory_pressure", "memory_total_bytes", b"memory_total_bytes", "node_name", b"node_name", "processes", b"processes", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroup_version", b"cgroup_version", "cpu_capacity_millis", b"cpu_capacity_millis", "cpu_pressure", b"cpu_pressure", "cpu_usage_cores", b"cpu_usage_cores", "io_pressure", b"io_pressure", "memory_available_bytes", b"memory_available_bytes", "memory_pressure", b"memory_pressure", "memory_total_bytes", b"memory_total_bytes", "memory_used_bytes", b"memory_used_bytes", "network_bytes_per_second", b"network_bytes_per_second", "network_capacity_bytes_per_second", b"network_capacity_bytes_per_second", "node_cgroup", b"node_cgroup", "node_name", b"node_name", "processes", b"processes", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
