@@ -15,6 +15,11 @@ LOG="$LOCAL/operator.log"
 
 running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
+# The local nodes share one machine: on cgroup v1 their PSI is the machine's, the
+# same on every node, so it tells nodes apart not at all and only lifts them all
+# toward the watermarks. Here it weighs a quarter (Helm default: 1).
+LOCAL_PLACEMENT='{"psiWeight": 0.25}'
+
 start() {
   if running; then return 0; fi
   mkdir -p "$LOCAL"
@@ -25,6 +30,7 @@ start() {
   SERVERLESSOS_HEARTBEAT_GRACE="${SERVERLESSOS_HEARTBEAT_GRACE:-20}" \
   SERVERLESSOS_RETRY_INTERVAL="${SERVERLESSOS_RETRY_INTERVAL:-2}" \
   SERVERLESSOS_METRICS_PORT="${SERVERLESSOS_METRICS_PORT:-8081}" \
+  SERVERLESSOS_PLACEMENT="${SERVERLESSOS_PLACEMENT:-$LOCAL_PLACEMENT}" \
     setsid "$REPO/.venv/bin/serverlessos-operator" --liveness=http://127.0.0.1:8080/healthz \
     >>"$LOG" 2>&1 </dev/null &
   echo $! > "$PIDFILE"

@@ -10,6 +10,7 @@ import yaml
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_operator.api.v1alpha1 import ServerlessProcess
 from serverlessos_operator.config import OperatorConfig
+from serverlessos_operator.controller import ProcessInfo
 from serverlessos_operator.daemonset import manifest
 from serverlessos_operator.placement import Taint
 from serverlessos_operator.process import (
@@ -145,3 +146,14 @@ def test_orchestration_settings_from_helm_values() -> None:
 def test_bad_orchestration_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OperatorConfig.from_env(env)
+
+
+def test_a_process_round_trips_through_its_body_with_its_labels() -> None:
+    """The placing loop retries from to_body(): losing labels would drop a process out of
+    its ClusterCgroup (and past its memory budget)."""
+    body = {
+        "metadata": {"namespace": "ns", "name": "p", "uid": "u", "labels": {"budget": "team"}},
+        "spec": {"command": ["x"]},
+    }
+    info = ProcessInfo.from_body(body)
+    assert ProcessInfo.from_body(info.to_body()).labels == {"budget": "team"}

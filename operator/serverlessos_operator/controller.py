@@ -64,6 +64,7 @@ class ProcessInfo:
     uid: str
     spec: dict[str, Any]
     generation: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
     node: str | None = None
     phase: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
@@ -82,6 +83,8 @@ class ProcessInfo:
     # memory bytes, and the poll time (monotonic) they were taken at.
     stats: tuple[float, float, int, float] | None = None
     throttled_rate: float = 0.0  # seconds throttled per second, between the last two polls
+    reason_shown: str = ""  # the last waiting reason posted as an Event (once each)
+    held_cpu: int | None = None  # the CPU limit its agent last reported holding
 
     @property
     def key(self) -> Key:
@@ -100,6 +103,7 @@ class ProcessInfo:
         """What from_body reads, as the operator last knew it."""
         body = self.body
         body["metadata"]["generation"] = self.generation
+        body["metadata"]["labels"] = self.labels
         body["spec"] = self.spec
         body["status"] = {"phase": self.phase, "node": self.node, "conditions": self.conditions}
         return body
@@ -113,6 +117,7 @@ class ProcessInfo:
             uid=meta["uid"],
             spec=dict(body.get("spec") or {}),
             generation=int(meta.get("generation", 0)),
+            labels=dict(meta.get("labels") or {}),
             node=status.get("node"),
             phase=status.get("phase"),
             conditions=list(status.get("conditions") or []),
@@ -148,7 +153,10 @@ def signals_from(stats: pb.NodeStats, now: float) -> Signals:
         memory_psi=stats.memory_pressure.some_avg10,
         io_psi=stats.io_pressure.some_avg10,
         cpu_used_millis=stats.cpu_usage_cores * 1000,
-        memory_used_bytes=max(0, stats.memory_total_bytes - stats.memory_available_bytes),
+        memory_used_bytes=stats.memory_used_bytes
+        or max(0, stats.memory_total_bytes - stats.memory_available_bytes),
+        network_bytes_per_second=stats.network_bytes_per_second,
+        network_capacity_bytes_per_second=stats.network_capacity_bytes_per_second,
     )
 
 
@@ -188,6 +196,10 @@ class ProcessController:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.on_placement: Callable[[bool], None] = lambda placed: None
+        # ClusterCgroups (clustercgroups.py) plug in here: why a process must wait
+        # (None: admitted), and the CPU limit its budget gives it (None: its own).
+        self.admit: Callable[[ProcessInfo], tuple[str, str] | None] = lambda info: None
+        self.cpu_share: Callable[[ProcessInfo], int | None] = lambda info: None
 
     def phase_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -214,6 +226,7 @@ class ProcessController:
                 known.resize_pending = known.node is not None or fresh.node is not None
             known.spec = fresh.spec
             known.generation = fresh.generation
+        known.labels = fresh.labels  # labels change without a new generation
         known.deleting = known.deleting or fresh.deleting  # sticky
         if known.node is None and not known.written:
             known.node = fresh.node  # after a restart the status is all we know
@@ -342,6 +355,27 @@ class ProcessController:
             )
 
     async def _place(self, info: ProcessInfo) -> None:
+        # Admission and the placement right after it run without an await between
+        # them: two processes of one budget cannot both take its last bytes.
+        wait = self.admit(info)
+        if wait is not None:
+            reason, message = wait
+            if info.reason_shown != message:
+                info.reason_shown = message
+                self.notify(info, "Warning", reason, message)
+            await self._patch(
+                info,
+                {
+                    "phase": "Pending",
+                    "reason": reason,
+                    "message": message,
+                    "observedGeneration": info.generation,
+                    "conditions": set_condition(
+                        info.conditions, "Admitted", False, reason, message
+                    ),
+                },
+            )
+            raise Retry(message)
         decision = self.placer.place(request_of(info.spec), self.ledger, time.monotonic())
         self.on_placement(decision.node is not None)
         if decision.node is None:
@@ -362,6 +396,11 @@ class ProcessController:
             raise Retry(decision.reason)
         # Decide, record, then act (see the module docstring).
         info.node = decision.node
+        conditions = set_condition(
+            info.conditions, "Scheduled", True, "Placed", f"on node {decision.node}"
+        )
+        if any(c["type"] == "Admitted" for c in conditions):  # it waited for its budget
+            conditions = set_condition(conditions, "Admitted", True, "WithinBudget")
         await self._patch(
             info,
             {
@@ -370,9 +409,7 @@ class ProcessController:
                 "reason": "Scheduled",
                 "message": "",
                 "observedGeneration": info.generation,
-                "conditions": set_condition(
-                    info.conditions, "Scheduled", True, "Placed", f"on node {decision.node}"
-                ),
+                "conditions": conditions,
             },
         )
         self.notify(info, "Normal", "Scheduled", f"placed on {decision.node}: {decision.reason}")
@@ -380,7 +417,9 @@ class ProcessController:
     async def _start(self, info: ProcessInfo, node: str) -> None:
         try:
             stub = self.pool.stub(node)
-            request = start_request(info.namespace, info.name, info.uid, info.spec)
+            request = start_request(
+                info.namespace, info.name, info.uid, info.spec, self.cpu_share(info)
+            )
             try:
                 process = await stub.StartProcess(request, timeout=30)
             except grpc.aio.AioRpcError as exc:
@@ -415,6 +454,7 @@ class ProcessController:
 
     async def _apply_agent_state(self, info: ProcessInfo, node: str, process: pb.Process) -> None:
         before = info.phase
+        info.held_cpu = process.spec.resources.cpu_millis
         status = status_from_agent(process, node, info.conditions)
         status["observedGeneration"] = info.generation
         await self._patch(info, status)
@@ -444,8 +484,10 @@ class ProcessController:
                 return
             request = request_of(info.spec)
             ref = pb.ProcessRef(namespace=info.namespace, name=info.name)
+            share = self.cpu_share(info)
             resources = pb.Resources(
-                cpu_millis=request.cpu_millis, memory_bytes=request.memory_bytes
+                cpu_millis=request.cpu_millis if share is None else min(share, request.cpu_millis),
+                memory_bytes=request.memory_bytes,
             )
             wanted = (
                 f"cpu {info.spec['resources']['cpu']}, memory {info.spec['resources']['memory']}"
@@ -576,7 +618,12 @@ class ProcessController:
                 return
             wanted = request_of(info.spec)
             held = process.spec.resources
-            if (held.cpu_millis, held.memory_bytes) != (wanted.cpu_millis, wanted.memory_bytes):
+            info.held_cpu = held.cpu_millis
+            cpu = self.cpu_share(info)
+            if (held.cpu_millis, held.memory_bytes) != (
+                wanted.cpu_millis if cpu is None else held.cpu_millis,  # its budget's to set
+                wanted.memory_bytes,
+            ):
                 info.resize_pending = True  # e.g. resized while the operator was down
             await self._apply_agent_state(info, node, process)
 

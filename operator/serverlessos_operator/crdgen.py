@@ -86,6 +86,21 @@ KINDS = [
             AGE,
         ],
     ),
+    Kind(
+        v1alpha1.ClusterCgroup,
+        plural="clustercgroups",
+        singular="clustercgroup",
+        scope="Namespaced",
+        short_names=["ccg"],
+        columns=[
+            {"name": "CPU", "type": "string", "jsonPath": ".spec.cpu"},
+            {"name": "Memory", "type": "string", "jsonPath": ".spec.memory"},
+            {"name": "Members", "type": "integer", "jsonPath": ".status.memberCount"},
+            {"name": "CPU-Used", "type": "string", "jsonPath": ".status.usage.cpu"},
+            {"name": "Waiting", "type": "string", "jsonPath": ".status.waiting"},
+            AGE,
+        ],
+    ),
 ]
 
 

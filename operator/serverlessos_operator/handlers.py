@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,15 +18,18 @@ from typing import Any
 import kopf
 
 from .api.schema import GROUP, VERSION
+from .balancer import Balancer
+from .clustercgroups import ClusterCgroups
 from .config import OperatorConfig
 from .controller import ProcessController, ProcessInfo, Retry
 from .daemonset import manifest
-from .kube import MIGRATIONS, NODES, PROCESSES, Kube
+from .kube import CGROUPS, MIGRATIONS, NODES, PROCESSES, Kube
 from .ledger import Ledger
 from .metrics import OperatorMetrics
 from .migrator import Migrator
 from .placement import Backpressure
 from .pressure import PressureModel
+from .rebalance import Rebalancer
 
 log = logging.getLogger(__name__)
 FINALIZER = "serverlessos.io/finalizer"
@@ -35,6 +39,7 @@ class _State:
     config: OperatorConfig
     controller: ProcessController
     migrator: Migrator
+    cgroups: ClusterCgroups
     wake: asyncio.Event
     tasks: list[asyncio.Task[None]]
     events: set[asyncio.Task[None]]  # fire-and-forget tasks, kept so they are not collected
@@ -135,6 +140,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     state.wake = asyncio.Event()
     # Know every process before listening to agents (which starts with the nodes),
     # so strays are told apart from the first list on.
+    state.cgroups = ClusterCgroups(ctrl, _post_event, cfg.quota.lease)
+    # Budgets before processes start: a member must not start with its own limit.
+    for body in await kube.list_cgroups():
+        state.cgroups.upsert(body)
     for body in await kube.list_processes():
         ctrl.upsert_process(body)
     ctrl.synced = True
@@ -151,7 +160,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctrl.on_placement = lambda placed: metrics.placements.labels(
         "placed" if placed else "unschedulable"
     ).inc()
-    metrics.watch(ctrl.phase_counts, lambda: len(ctrl.pool.nodes()))
+
+    def pressures() -> dict[str, float]:
+        now = time.monotonic()
+        found = {n.name: ctrl.ledger.pressure(n, now) for n in ctrl.ledger}
+        return {name: p for name, p in found.items() if p is not None}
+
+    def budgets() -> list[tuple[str, str, int, int]]:
+        return [
+            (b.namespace, b.name, b.cpu_millis, sum(b.shares.values()))
+            for b in state.cgroups.budgets.values()
+        ]
+
+    metrics.watch(ctrl.phase_counts, lambda: len(ctrl.pool.nodes()), pressures, budgets)
     if state.config.metrics_port:
         metrics.serve("0.0.0.0", state.config.metrics_port)
     loop = asyncio.get_running_loop()
@@ -162,6 +183,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         loop.create_task(_every(2.0, "checking node heartbeats", _check_nodes)),
         loop.create_task(_every(cfg.usage_interval, "polling the agents", ctrl.poll_nodes)),
     ]
+    state.tasks.append(
+        loop.create_task(_every(cfg.quota.interval, "enforcing ClusterCgroups", state.cgroups.step))
+    )
+    if cfg.rebalancing_enabled:
+        balancer = Balancer(
+            ctrl,
+            Rebalancer(cfg.rebalancing),
+            _post_event,
+            lambda outcome: metrics.rebalance_decisions.labels(outcome).inc(),
+        )
+        state.tasks.append(
+            loop.create_task(_every(cfg.rebalancing.interval, "rebalancing", balancer.step))
+        )
     if cfg.manage_daemonset:
         state.tasks.append(
             loop.create_task(_every(60.0, "applying the agent DaemonSet", _apply_daemonset))
@@ -242,6 +276,17 @@ async def migration_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     left active: the migrator finishes or rolls back each (see migrator.py)."""
     if type != "DELETED":
         state.migrator.submit(body)
+
+
+@kopf.on.event(GROUP, VERSION, CGROUPS)
+async def cgroup_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """A budget appeared, changed or went: its members are re-split next interval,
+    and processes waiting for it are retried."""
+    if type == "DELETED":
+        state.cgroups.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+    else:
+        state.cgroups.upsert(body)
+    state.wake.set()
 
 
 @kopf.on.event("", "v1", "nodes")

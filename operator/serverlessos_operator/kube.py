@@ -18,6 +18,7 @@ from .api.schema import GROUP, VERSION
 PROCESSES = "serverlessprocesses"
 NODES = "serverlessnodes"
 MIGRATIONS = "processmigrations"
+CGROUPS = "clustercgroups"
 
 
 def load_client(pool_size: int = 32) -> client.ApiClient:
@@ -50,6 +51,22 @@ class Kube:
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> bool:
         return await self._patch_status(MIGRATIONS, namespace, name, status)
+
+    async def patch_cgroup_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        return await self._patch_status(CGROUPS, namespace, name, status)
+
+    async def create_migration(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            await asyncio.to_thread(
+                self.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                MIGRATIONS,
+                body,
+            ),
+        )
 
     async def _patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
@@ -105,6 +122,9 @@ class Kube:
 
     async def list_migrations(self) -> list[dict[str, Any]]:
         return await self._list(MIGRATIONS)
+
+    async def list_cgroups(self) -> list[dict[str, Any]]:
+        return await self._list(CGROUPS)
 
     async def _list(self, plural: str) -> list[dict[str, Any]]:
         result = cast(

@@ -13,9 +13,17 @@ PHASES = ("Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Fail
 
 
 class _Gauges(Collector):
-    def __init__(self, phases: Callable[[], dict[str, int]], agents: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        phases: Callable[[], dict[str, int]],
+        agents: Callable[[], int],
+        pressure: Callable[[], dict[str, float]],
+        budgets: Callable[[], list[tuple[str, str, int, int]]],
+    ) -> None:
         self.phases = phases
         self.agents = agents
+        self.pressure = pressure
+        self.budgets = budgets
 
     def collect(self) -> Iterable[Metric]:
         counts = self.phases()
@@ -28,6 +36,29 @@ class _Gauges(Collector):
         yield GaugeMetricFamily(
             "serverlessos_operator_agents", "Node agents the operator follows.", value=self.agents()
         )
+        pressure = GaugeMetricFamily(
+            "serverlessos_operator_node_pressure",
+            "Each node's pressure as placement and rebalancing see it (percent; absent: stale).",
+            labels=["node"],
+        )
+        for node, value in sorted(self.pressure().items()):
+            pressure.add_metric([node], value)
+        yield pressure
+        budget = GaugeMetricFamily(
+            "serverlessos_operator_clustercgroup_cpu_budget_millicores",
+            "Each ClusterCgroup's CPU budget.",
+            labels=["namespace", "name"],
+        )
+        granted = GaugeMetricFamily(
+            "serverlessos_operator_clustercgroup_cpu_granted_millicores",
+            "CPU shares its members hold now (at most the budget).",
+            labels=["namespace", "name"],
+        )
+        for namespace, name, cpu, held in self.budgets():
+            budget.add_metric([namespace, name], cpu)
+            granted.add_metric([namespace, name], held)
+        yield budget
+        yield granted
 
 
 class OperatorMetrics:
@@ -53,8 +84,22 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
-    def watch(self, phases: Callable[[], dict[str, int]], agents: Callable[[], int]) -> None:
-        self.registry.register(_Gauges(phases, agents))
+        self.rebalance_decisions = Counter(
+            "serverlessos_operator_rebalance_decisions",
+            "What the rebalancer decided about hot nodes, by outcome (migrate, busy, "
+            "nothing-movable, no-target, not-worth, rate-limited).",
+            labelnames=["outcome"],
+            registry=self.registry,
+        )
+
+    def watch(
+        self,
+        phases: Callable[[], dict[str, int]],
+        agents: Callable[[], int],
+        pressure: Callable[[], dict[str, float]] = dict,
+        budgets: Callable[[], list[tuple[str, str, int, int]]] = list,
+    ) -> None:
+        self.registry.register(_Gauges(phases, agents, pressure, budgets))
 
     def serve(self, host: str, port: int) -> int:
         return serve_registry(self.registry, host, port)

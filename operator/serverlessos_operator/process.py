@@ -67,8 +67,9 @@ def request_of(spec: Mapping[str, Any]) -> Request:
 
 
 def start_request(
-    namespace: str, name: str, uid: str, spec: Mapping[str, Any]
+    namespace: str, name: str, uid: str, spec: Mapping[str, Any], cpu_millis: int | None = None
 ) -> pb.StartProcessRequest:
+    """`cpu_millis`: a limit other than the spec's (a ClusterCgroup member's share)."""
     request = request_of(spec)
     return pb.StartProcessRequest(
         spec=pb.ProcessSpec(
@@ -78,7 +79,8 @@ def start_request(
             env={e["name"]: e.get("value", "") for e in spec.get("env") or []},
             working_dir=spec.get("workingDir") or "",
             resources=pb.Resources(
-                cpu_millis=request.cpu_millis, memory_bytes=request.memory_bytes
+                cpu_millis=request.cpu_millis if cpu_millis is None else cpu_millis,
+                memory_bytes=request.memory_bytes,
             ),
             restart_policy=POLICIES[spec.get("restartPolicy", "Always")],
         )

@@ -242,6 +242,8 @@ class Rebalancer:
             node = ledger.get(name)
             if node is None or name == source or step.busy.get(name, 0) >= cfg.max_per_node:
                 continue
+            if step.pressure[name] >= cfg.low_watermark:
+                continue  # warmed by a move already decided this step
             if misfit(m.request, node) is not None:
                 continue
             tried += 1

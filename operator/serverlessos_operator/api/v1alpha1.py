@@ -1,4 +1,4 @@
-"""serverlessos.io/v1alpha1: ServerlessProcess, ServerlessNode and ProcessMigration."""
+"""serverlessos.io/v1alpha1: ServerlessProcess, ServerlessNode, ProcessMigration, ClusterCgroup."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ MigrationPhase = Literal[
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m))+$"
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
 class EnvVar(Model):
@@ -138,6 +139,14 @@ class ServerlessProcessSpec(Model):
     migration: MigrationSettings = Field(
         default_factory=MigrationSettings,
         json_schema_extra={"default": {}},
+    )
+    cluster_cgroup: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_NAME,
+        description="A ClusterCgroup in this namespace whose budget this process shares, "
+        "wherever it runs (a ClusterCgroup's selector can also pick it; this name wins).",
+        json_schema_extra=IMMUTABLE,
     )
 
 
@@ -321,3 +330,73 @@ class ProcessMigration(Model):
 
     spec: ProcessMigrationSpec
     status: ProcessMigrationStatus | None = None
+
+
+class LabelSelectorRequirement(Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list, max_length=256)
+
+
+class LabelSelector(Model):
+    """As metav1.LabelSelector: all of matchLabels and matchExpressions must hold."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=64)
+
+
+class ClusterCgroupSpec(Model):
+    selector: LabelSelector = Field(
+        default_factory=LabelSelector,
+        description="Which ServerlessProcesses of this namespace are members (besides those "
+        "naming this ClusterCgroup in spec.clusterCgroup); empty selects none.",
+        json_schema_extra={"default": {}},
+    )
+    cpu: Cpu = Field(
+        description="The CPU budget of all members together, on whatever nodes they run: "
+        "split among them every interval by demand, max-min fairly."
+    )
+    memory: Memory | None = Field(
+        default=None,
+        description="The memory budget: the members' memory limits (spec.resources.memory) "
+        "together stay within it; a process that would exceed it stays Pending. "
+        "Empty = no memory budget.",
+    )
+
+
+class ClusterCgroupMember(Model):
+    name: str
+    node: str = ""
+    phase: str = ""
+    cpu: str = Field(default="", description="Its current CPU share (its cgroup's limit).")
+    memory: str = Field(default="", description="Its memory limit.")
+    cpu_usage: str = ""
+
+
+class NodeShare(Model):
+    """What the members on one node hold together."""
+
+    node: str
+    members: int = 0
+    cpu: str = ""
+    memory: str = ""
+
+
+class ClusterCgroupStatus(Model):
+    members: list[ClusterCgroupMember] = Field(default_factory=list)
+    nodes: list[NodeShare] = Field(default_factory=list, description="Per-node shares.")
+    usage: Usage | None = Field(default=None, description="All members together.")
+    member_count: int = 0
+    waiting: list[str] = Field(
+        default_factory=list, description="Processes kept Pending: they would exceed the budget."
+    )
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS)
+    observed_generation: int | None = None
+
+
+class ClusterCgroup(Model):
+    """A tenant's CPU and memory budget that holds across nodes: a cgroup spanning the
+    cluster. Its members' per-node cgroup limits are set from it every interval."""
+
+    spec: ClusterCgroupSpec
+    status: ClusterCgroupStatus | None = None
