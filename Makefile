@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down test lint proto crds bench bench-migration clean
+.PHONY: help venv up down test lint proto crds bench bench-migration bench-placement clean
 
 help:
 	@echo "make up     - a real local cluster (control plane + kwok nodes + agents + operator)"
@@ -16,6 +16,7 @@ help:
 	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make bench  - node agent benchmarks (hack/bench)"
 	@echo "make bench-migration - live migration benchmark on the local cluster (after make up)"
+	@echo "make bench-placement - placement and rebalancing at 5,000 nodes against baselines (simulated)"
 
 # The venv is rebuilt only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -55,6 +56,9 @@ bench: $(STAMP)
 bench-migration: $(STAMP)
 	KUBECONFIG=$(CURDIR)/.local/kubeconfig PATH=$(HOME)/.cache/serverlessos/bin:$(CURDIR)/.venv/bin:$$PATH \
 	  $(PY) hack/bench/migration.py $(BENCH_ARGS)
+
+bench-placement: $(STAMP)
+	$(PY) hack/bench/placement.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
