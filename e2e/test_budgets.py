@@ -17,6 +17,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
 from .conftest import (
+    REPO,
     agent_endpoint,
     apply,
     condition,
@@ -24,6 +25,7 @@ from .conftest import (
     kubectl,
     local_only,
     process_manifest,
+    run,
     status_of,
     wait_for,
     wait_phase,
@@ -198,3 +200,54 @@ def test_a_process_naming_a_missing_budget_waits_for_it(namespace: str) -> None:
         message="its share listed",
     )
     assert share[0]["name"] == "orphan" and share[0]["cpu"] == "100m"  # its own limit caps it
+
+
+def cfs_quota_millis(cgroup: str) -> int:
+    v1 = CGROUP / "cpu" / cgroup / "cpu.cfs_quota_us"
+    if v1.exists():
+        return int(v1.read_text()) // 100
+    quota, period = (CGROUP / cgroup / "cpu.max").read_text().split()
+    return int(quota) * 1000 // int(period)
+
+
+def test_without_the_operator_leases_lapse_to_the_even_split_and_recover(
+    namespace: str,
+) -> None:
+    apply(budget("lease", namespace, "1"))
+    apply(
+        member(
+            "hungry",
+            namespace,
+            "lease",
+            command=["python3", "-c", SPIN, "600"],
+            resources={"cpu": "1", "memory": "64Mi"},
+        ),
+        member(
+            "idle",
+            namespace,
+            "lease",
+            command=["python3", "-c", "import time; time.sleep(3600)"],
+            resources={"cpu": "1", "memory": "64Mi"},
+        ),
+    )
+    node = wait_phase("hungry", namespace, "Running")["node"]
+    group = cgroup_of("hungry", namespace, node)
+    wait_for(lambda: cfs_quota_millis(group) >= 900, timeout=30, message="hungry gets most")
+    wait_for(
+        lambda: (
+            len(
+                (get_json("clustercgroup", "lease", "-n", namespace).get("status") or {}).get(
+                    "members", []
+                )
+            )
+            == 2
+        ),
+        message="both members hold leased shares",
+    )
+    run(str(REPO / "hack/operator.sh"), "kill9")
+    try:
+        # Lease 10 s: then the agent falls back to budget / members = 500m.
+        wait_for(lambda: cfs_quota_millis(group) == 500, timeout=25, message="fallback to 500m")
+    finally:
+        run(str(REPO / "hack/operator.sh"), "start")
+    wait_for(lambda: cfs_quota_millis(group) >= 900, timeout=40, message="re-split after restart")

@@ -206,3 +206,25 @@ def test_memory_fallback_below_use_keeps_memory(agent: AgentProcess) -> None:
     ), expired.message
     assert expired.message.endswith("kept at 128Mi")
     assert agent.get("holder").state == pb.PROCESS_STATE_RUNNING
+
+
+def test_a_process_started_under_a_lease_falls_back_unless_renewed(agent: AgentProcess) -> None:
+    """StartProcess with a lease: a budget's member is never without one, even if the
+    operator is gone before its first renewal."""
+    spec = pb.ProcessSpec(
+        name="member",
+        owner=pb.Owner(namespace="default", uid="uid-member"),
+        argv=SLEEPER,
+        resources=pb.Resources(cpu_millis=900),
+        restart_policy=pb.RESTART_POLICY_NEVER,
+    )
+    started = agent.stub.StartProcess(
+        pb.StartProcessRequest(
+            spec=spec, lease=pb.Lease(seconds=1.0, fallback=pb.Resources(cpu_millis=400))
+        ),
+        timeout=20,
+    )
+    assert started.lease.seconds == 1.0 and started.lease.fallback.cpu_millis == 400
+    assert _quota(agent, "member") == 90_000
+    waited = _wait_quota(agent, "member", 40_000, timeout=5)
+    assert waited <= 2.5

@@ -95,6 +95,7 @@ class ClusterCgroups:
         self.budgets: dict[Key, Budget] = {}
         ctrl.admit = self.admit
         ctrl.cpu_share = self.cpu_share
+        ctrl.start_lease = self.start_lease
 
     # ----- the model ----------------------------------------------------------
 
@@ -181,6 +182,23 @@ class ClusterCgroups:
                     own, max(MIN_SHARE_MILLIS, budget.cpu_millis - others)
                 )
         return min(own, budget.shares[info.name])
+
+    def start_lease(self, info: ProcessInfo) -> pb.Lease | None:
+        """A member starts under a lease already: if the operator is gone before its
+        first interval, its node still falls back to the safe share."""
+        found = self.budget_of(info)
+        if found is None or found[1] is None:
+            return None
+        budget = found[1]
+        # Every member not over, placed or not: the fallback must be safe even when
+        # the others start under their own leases before the first split.
+        members = [m for m in self.members(budget) if m.phase not in TERMINAL and not m.deleting]
+        holders = len(members) + (info not in members)
+        own = request_of(info.spec).cpu_millis
+        return pb.Lease(
+            seconds=self.lease_seconds,
+            fallback=pb.Resources(cpu_millis=fallback_share(budget.cpu_millis, holders, own)),
+        )
 
     # ----- every interval -----------------------------------------------------
 

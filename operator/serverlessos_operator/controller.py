@@ -200,6 +200,7 @@ class ProcessController:
         # (None: admitted), and the CPU limit its budget gives it (None: its own).
         self.admit: Callable[[ProcessInfo], tuple[str, str] | None] = lambda info: None
         self.cpu_share: Callable[[ProcessInfo], int | None] = lambda info: None
+        self.start_lease: Callable[[ProcessInfo], pb.Lease | None] = lambda info: None
 
     def phase_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -420,6 +421,9 @@ class ProcessController:
             request = start_request(
                 info.namespace, info.name, info.uid, info.spec, self.cpu_share(info)
             )
+            lease = self.start_lease(info)
+            if lease is not None:
+                request.lease.CopyFrom(lease)
             try:
                 process = await stub.StartProcess(request, timeout=30)
             except grpc.aio.AioRpcError as exc:
