@@ -285,3 +285,27 @@ def test_memory_admission_and_fallback() -> None:
     assert fallback_share(1000, 2) == 500
     assert fallback_share(1000, 4, cap_millis=200) == 200
     assert fallback_share(10, 5) == MIN_SHARE_MILLIS
+
+
+def test_sampling_never_settles_for_a_stale_node_while_a_fresh_one_fits() -> None:
+    ledger = book(*(f"n{i}" for i in range(1000)), now=100)
+    for i in range(100, 1000):
+        ledger.report(f"n{i}", Signals(at=0))  # stale
+    for seed in range(50):
+        decision = Backpressure(seed=seed).place(Request(100, 1), ledger, now=101)
+        assert decision.node is not None and int(decision.node[1:]) < 100, (seed, decision)
+
+
+def test_the_migration_budget_grows_with_the_cluster_and_burst_does_not_cap_it() -> None:
+    cfg = RebalanceConfig(rate_per_minute=6, rate_per_100_nodes=2, burst=3, interval=10)
+    rebalancer = Rebalancer(cfg)
+    assert rebalancer.rate(100) == 6 and rebalancer.rate(5000) == 100
+    fast = Rebalancer(RebalanceConfig(hot_intervals=1, rate_per_minute=600, burst=3))
+    hot = [f"h{i}" for i in range(40)]
+    ledger = book(*hot, *(f"c{i}" for i in range(40)), now=0)
+    for name in hot:
+        ledger.report(name, Signals(at=0, cpu_used_millis=3800))
+    procs = [movable(f"p{i}", name, 300) for i, name in enumerate(hot)]
+    fast.step(ledger, 0, procs, {})  # the first step spends the initial burst
+    plan = fast.step(ledger, 10, procs, {})
+    assert len(plan.moves) > 3  # 10 s at 600/min earns 100

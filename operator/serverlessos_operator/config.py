@@ -125,6 +125,7 @@ REBALANCING = {
     "maxMigrationsPerNode": "max_per_node",
     "cooldownSeconds": "cooldown",
     "migrationsPerMinute": "rate_per_minute",
+    "migrationsPerMinutePer100Nodes": "rate_per_100_nodes",
     "burst": "burst",
     "costBase": "cost_base",
     "costPerGiB": "cost_per_gib",

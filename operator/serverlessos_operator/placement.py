@@ -55,6 +55,7 @@ class Request:
 class Decision:
     node: str | None
     reason: str  # why this node, or why none
+    stale: bool = False  # chosen without a fresh report
 
 
 class Placer(Protocol):
@@ -120,7 +121,9 @@ class Backpressure:
             # Oversample: filters may drop some; a full scan only when sampling finds none.
             sampled = ledger.sample(self.choices * 4, self.rng)
             decision = self._best(request, ledger, sampled, now, exclude, self.choices)
-            if decision.node is None:
+            if decision.node is None or decision.stale:
+                # Nothing fresh in the sample: look at every node before settling for
+                # an unknown one (or for none).
                 decision = self._best(request, ledger, list(ledger), now, exclude, None)
         return decision
 
@@ -158,6 +161,7 @@ class Backpressure:
                 node.name,
                 f"no fitting node has a fresh report; least allocated of {len(stale)} "
                 "with stale reports",
+                stale=True,
             )
         if enough is not None:
             return Decision(None, "sampled nodes do not fit")  # the caller scans them all

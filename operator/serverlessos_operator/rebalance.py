@@ -36,8 +36,9 @@ class RebalanceConfig:
     hot_intervals: int = 3  # consecutive hot intervals before shedding
     max_per_node: int = 2  # concurrent migrations from or to one node
     cooldown: float = 600.0  # seconds before a moved process may move again
-    rate_per_minute: float = 6.0  # cluster-wide migrations started
-    burst: int = 3
+    rate_per_minute: float = 6.0  # cluster-wide migrations started, at least ...
+    rate_per_100_nodes: float = 2.0  # ... or this per minute per 100 nodes, if more
+    burst: int = 3  # at least; a step may always use what one interval earns
     cost_base: float = 10.0  # pressure points a move must gain, at least ...
     cost_per_gib: float = 10.0  # ... plus this per GiB of memory it copies
     target_choices: int = 16  # coolest receivers considered per move
@@ -103,12 +104,17 @@ class Rebalancer:
     def hot_for(self, node: str) -> int:
         return self._hot.get(node, 0)
 
-    def _refill(self, now: float) -> None:
+    def rate(self, nodes: int) -> float:
+        """Migrations per minute the cluster may start: a budget that grows with it."""
+        return max(self.config.rate_per_minute, nodes / 100 * self.config.rate_per_100_nodes)
+
+    def _refill(self, now: float, nodes: int) -> None:
+        rate = self.rate(nodes)
+        # The bucket holds at least one interval's worth: a smaller burst would cap the
+        # rate below what is configured.
+        capacity = max(float(self.config.burst), rate * self.config.interval / 60.0)
         if self._refilled is not None:
-            self._tokens = min(
-                float(self.config.burst),
-                self._tokens + (now - self._refilled) * self.config.rate_per_minute / 60.0,
-            )
+            self._tokens = min(capacity, self._tokens + (now - self._refilled) * rate / 60.0)
         self._refilled = now
 
     def step(
@@ -122,7 +128,7 @@ class Rebalancer:
         """One interval. `active`: migrations in flight per node (source or target);
         `receivers`: nodes able to take a migration (None: all)."""
         cfg, plan = self.config, Plan()
-        self._refill(now)
+        self._refill(now, len(ledger))
         pressure: dict[str, float] = {}
         for node in ledger:
             p = ledger.pressure(node, now) if node.ready else None
@@ -201,7 +207,8 @@ class Rebalancer:
                 plan.notes.append(Note(source, "not-worth", why))
                 continue
             if self._tokens < 1.0:
-                why = f"{hot}; cluster migration rate limit ({cfg.rate_per_minute:g}/min)"
+                rate = self.rate(len(step.ledger))
+                why = f"{hot}; cluster migration rate limit ({rate:g}/min)"
                 plan.notes.append(Note(source, "rate-limited", why))
                 return
             self._tokens -= 1.0
