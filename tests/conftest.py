@@ -161,6 +161,20 @@ class AgentProcess:
         req = pb.ReadLogsRequest(ref=pb.ProcessRef(namespace="default", name=name), tail_lines=tail)
         return b"".join(c.data for c in self.stub.ReadLogs(req, timeout=10))
 
+    def events(self, since: int) -> list[pb.ProcessEvent]:
+        """The events after `since`, up to the agent's current revision."""
+        revision = self.stub.ListProcesses(pb.ListProcessesRequest(), timeout=10).revision
+        out: list[pb.ProcessEvent] = []
+        if revision <= since:
+            return out
+        stream = self.stub.WatchProcesses(pb.WatchProcessesRequest(since_seq=since), timeout=10)
+        for event in stream:
+            out.append(event)
+            if event.seq >= revision:
+                stream.cancel()
+                break
+        return out
+
     def cgroup_dir(self, controller: str, name: str, namespace: str = "default") -> Path:
         v1, _ = cgroup_mounts()
         return v1[controller] / self.cgroup_root / namespace / name

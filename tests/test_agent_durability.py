@@ -18,20 +18,6 @@ pytestmark = pytest.mark.timeout(120)
 TICKER = "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.1; done"
 
 
-def _events(agent: AgentProcess, since: int) -> list[pb.ProcessEvent]:
-    revision = agent.stub.ListProcesses(pb.ListProcessesRequest()).revision
-    if revision <= since:
-        return []
-    out = []
-    stream = agent.stub.WatchProcesses(pb.WatchProcessesRequest(since_seq=since), timeout=10)
-    for event in stream:
-        out.append(event)
-        if event.seq >= revision:
-            stream.cancel()
-            break
-    return out
-
-
 def test_sigkilled_agent_readopts_running_process(agent: AgentProcess) -> None:
     before = agent.run(
         "survivor",
@@ -77,7 +63,7 @@ def test_exit_while_agent_down_is_reported_after_restart(agent: AgentProcess) ->
     assert done.last_termination.exit_code == 7
     assert done.last_termination.observed_after_agent_restart
     # and a watcher resuming from where it was sees the exit, with no gap
-    events = _events(agent, last_seq)
+    events = agent.events(last_seq)
     assert [e.seq for e in events] == list(range(last_seq + 1, last_seq + 1 + len(events)))
     assert [(e.type, e.process.spec.name) for e in events] == [(pb.EVENT_TYPE_EXITED, "brief")]
 
@@ -96,13 +82,13 @@ def test_restart_policy_applies_to_exits_seen_after_restart(agent: AgentProcess)
 def test_watch_resumes_across_agent_restart_without_missing_events(agent: AgentProcess) -> None:
     agent.run("w1", ["true"])
     agent.wait_for("w1", lambda p: p.state == pb.PROCESS_STATE_SUCCEEDED)
-    seen = _events(agent, 0)
+    seen = agent.events(0)
     last = seen[-1].seq
     agent.kill9()
     agent.start()
     agent.run("w2", ["true"])
     agent.wait_for("w2", lambda p: p.state == pb.PROCESS_STATE_SUCCEEDED)
-    resumed = _events(agent, last)
+    resumed = agent.events(last)
     assert resumed[0].seq == last + 1, "numbering continues across the restart"
     assert [(e.type, e.process.spec.name) for e in resumed] == [
         (pb.EVENT_TYPE_STARTED, "w2"),

@@ -51,20 +51,6 @@ def _revision(agent: AgentProcess) -> int:
     return agent.stub.ListProcesses(pb.ListProcessesRequest(), timeout=10).revision
 
 
-def _events(agent: AgentProcess, since: int) -> list[pb.ProcessEvent]:
-    revision = _revision(agent)
-    out: list[pb.ProcessEvent] = []
-    if revision <= since:
-        return out
-    stream = agent.stub.WatchProcesses(pb.WatchProcessesRequest(since_seq=since), timeout=10)
-    for event in stream:
-        out.append(event)
-        if event.seq >= revision:
-            stream.cancel()
-            break
-    return out
-
-
 def _wait_quota(agent: AgentProcess, name: str, quota: int, timeout: float = 10.0) -> float:
     """Seconds until the cgroup's quota became `quota`."""
     start = time.monotonic()
@@ -86,7 +72,7 @@ def test_lease_applies_renewals_are_silent_and_expiry_falls_back(agent: AgentPro
     assert granted.lease.seconds == 1.5 and granted.lease.fallback.cpu_millis == 300
     expires = granted.lease_expires_at.ToNanoseconds() / 1e9
     assert 1.0 < expires - time.time() <= 1.5
-    [grant] = _events(agent, before)
+    [grant] = agent.events(before)
     assert grant.type == pb.EVENT_TYPE_RESOURCES_UPDATED
     assert grant.message == "leased for 1.5s, then fallback cpu 300m"
 
@@ -104,13 +90,13 @@ def test_lease_applies_renewals_are_silent_and_expiry_falls_back(agent: AgentPro
     # A changed share under the same lease is written and announced.
     _update(agent, "worker", 700, lease=1.5, fallback_cpu=300)
     assert _quota(agent, "worker") == 70_000
-    assert [e.type for e in _events(agent, after_grant)] == [pb.EVENT_TYPE_RESOURCES_UPDATED]
+    assert [e.type for e in agent.events(after_grant)] == [pb.EVENT_TYPE_RESOURCES_UPDATED]
 
     # No more renewals: the fallback applies about a lease later.
     last = _revision(agent)
     waited = _wait_quota(agent, "worker", 30_000)
     assert 1.0 < waited < 3.0, waited
-    [expired] = _events(agent, last)
+    [expired] = agent.events(last)
     assert expired.type == pb.EVENT_TYPE_RESOURCES_UPDATED
     assert expired.message == "lease expired after 1.5s without renewal: cpu fallback 300m"
     assert not expired.process.HasField("lease")
@@ -128,7 +114,7 @@ def test_plain_update_cancels_the_lease_and_stop_cancels_its_timer(agent: AgentP
     before = _revision(agent)
     plain = _update(agent, "steady", 600)
     assert not plain.HasField("lease") and not plain.HasField("lease_expires_at")
-    [event] = _events(agent, before)
+    [event] = agent.events(before)
     assert event.message == "no longer leased"
     time.sleep(1.6)
     assert _quota(agent, "steady") == 60_000, "permanent again"
@@ -180,7 +166,7 @@ def test_lease_survives_an_agent_restart_and_still_expires(agent: AgentProcess) 
     assert _quota(agent, "durable") == 80_000
     before = _revision(agent)
     _wait_quota(agent, "durable", 30_000)
-    [expired] = _events(agent, before)
+    [expired] = agent.events(before)
     assert expired.message == "lease expired after 1.5s without renewal: cpu fallback 300m"
     assert not agent.get("durable").HasField("lease")
 
@@ -199,7 +185,7 @@ def test_memory_fallback_below_use_keeps_memory(agent: AgentProcess) -> None:
     )
     _wait_quota(agent, "holder", 30_000)
     assert int((memory / "memory.limit_in_bytes").read_text()) == 128 * 2**20
-    expired = _events(agent, before)[-1]
+    expired = agent.events(before)[-1]
     assert expired.message.startswith(
         "lease expired after 1s without renewal: cpu fallback 300m, "
         "memory fallback 16Mi not applied (the process uses "

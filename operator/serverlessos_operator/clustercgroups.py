@@ -27,7 +27,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_agent.quantity import format_bytes_approx
 
 from .agents import AgentUnavailable
-from .api.schema import API_VERSION
+from .api.schema import object_ref
 from .controller import Key, ProcessController, ProcessInfo
 from .labels import matches
 from .process import TERMINAL, cpu_millis, memory_bytes, request_of, set_condition
@@ -59,11 +59,7 @@ class Budget:
 
     @property
     def body(self) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "ClusterCgroup",
-            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
-        }
+        return object_ref("ClusterCgroup", self.namespace, self.name, self.uid)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Budget:

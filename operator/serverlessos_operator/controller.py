@@ -27,7 +27,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_agent.quantity import format_bytes_approx
 
 from .agents import AgentPool, AgentUnavailable
-from .api.schema import API_VERSION
+from .api.schema import object_ref
 from .kube import Kube
 from .ledger import Ledger
 from .migration import CriuSupport, history
@@ -93,11 +93,7 @@ class ProcessInfo:
     @property
     def body(self) -> dict[str, Any]:
         """Enough of the object to post Kubernetes Events about it."""
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "ServerlessProcess",
-            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
-        }
+        return object_ref("ServerlessProcess", self.namespace, self.name, self.uid)
 
     def to_body(self) -> dict[str, Any]:
         """What from_body reads, as the operator last knew it."""

@@ -28,7 +28,7 @@ import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .agents import AgentUnavailable
-from .api.schema import API_VERSION
+from .api.schema import object_ref
 from .controller import ProcessController, ProcessInfo
 from .migration import (
     TERMINAL_PHASES,
@@ -98,11 +98,7 @@ class Migration:
 
     @property
     def body(self) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "ProcessMigration",
-            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
-        }
+        return object_ref("ProcessMigration", self.namespace, self.name, self.uid)
 
     @property
     def source(self) -> str:

@@ -11,6 +11,16 @@ GROUP = "serverlessos.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+
+def object_ref(kind: str, namespace: str, name: str, uid: str) -> dict[str, Any]:
+    """Enough of one of our objects to post Kubernetes Events about it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"namespace": namespace, "name": name, "uid": uid},
+    }
+
+
 # int-or-string, as Kubernetes quantities are: `memory: 256Mi` or `memory: 1073741824`.
 _QUANTITY: dict[str, Any] = {
     "anyOf": [{"type": "integer"}, {"type": "string"}],
