@@ -138,7 +138,10 @@ def test_v2_node_cgroup_usage_and_its_own_pressure(agent_factory) -> None:
     # cgroup's own PSI counts stalls.
     with _hogs([group / "cgroup.procs"], SPIN, count=3):
         stats = _wait_stats(
-            agent, lambda s: s.cpu_usage_cores > 1.0 and s.cpu_pressure.some_total_us > 0
+            # Over half a core: the spinners' use is counted (how much they get depends
+            # on what else this shared machine runs).
+            agent,
+            lambda s: s.cpu_usage_cores > 0.5 and s.cpu_pressure.some_total_us > 0,
         )
         own_total = parse_pressure(pressure.read_text()).some_total_us
         machine_total = parse_pressure(Path("/proc/pressure/cpu").read_text()).some_total_us
