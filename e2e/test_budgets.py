@@ -15,6 +15,7 @@ import grpc
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+from serverlessos_operator.quota import MIN_SHARE_MILLIS
 
 from .conftest import (
     REPO,
@@ -137,7 +138,10 @@ def test_two_members_on_two_nodes_share_one_core(namespace: str) -> None:
     assert max(windows) <= 1.05, f"budget exceeded: {max(windows):.3f} cores in a 10 s window"
     # ... and given out: the two limits add up to the budget (what each uses of its share
     # depends on how busy this shared machine is).
-    assert all(g <= 1000 for g in granted), granted
+    # A member starting while the other holds the whole budget starts at the smallest
+    # share CFS enforces (10m) until the next split: the only moment above the budget.
+    assert all(g <= 1000 + MIN_SHARE_MILLIS for g in granted), granted
+    assert sum(g > 1000 for g in granted) <= 6, granted  # for at most one interval (~4 samples)
     assert sorted(granted)[len(granted) // 2] >= 950, granted
     # One stopped: within two intervals (2 x 2 s) the other may use about the whole core.
     after = [s for s in samples if s[0] >= ended_at + 4]

@@ -161,9 +161,9 @@ class ClusterCgroups:
 
     def cpu_share(self, info: ProcessInfo) -> int | None:
         """The CPU limit the process's budget gives it (None: it has no budget). A member
-        about to start is granted what the others leave unallocated (at least the
-        minimum share): the next interval evens it out, and meanwhile the members
-        never hold more than the budget together."""
+        about to start is granted what the others leave unallocated: the next interval
+        evens it out. When they hold it all, it starts at the minimum share (10m, the
+        least CFS enforces): the budget's one overrun, by 10m, until that interval."""
         found = self.budget_of(info)
         if found is None or found[1] is None:
             return None
