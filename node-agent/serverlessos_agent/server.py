@@ -120,11 +120,8 @@ class AgentServicer(pb_grpc.AgentServicer):
     @unary
     async def StartProcess(self, request: pb.StartProcessRequest, context: Any) -> pb.Process:
         spec = convert.spec_from_pb(request.spec)
-        record = await _finish_even_if_cancelled(self.supervisor.start_process(spec))
-        if request.HasField("lease"):
-            record = await self.supervisor.update_resources(
-                record.ref, spec.resources, convert.lease_from_pb(request.lease)
-            )
+        lease = convert.lease_from_pb(request.lease) if request.HasField("lease") else None
+        record = await _finish_even_if_cancelled(self.supervisor.start_process(spec, lease))
         return self._pb(record)
 
     @unary

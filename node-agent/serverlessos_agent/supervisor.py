@@ -118,8 +118,8 @@ class Supervisor:
 
     # ----- start ---------------------------------------------------------
 
-    async def start_process(self, spec: ProcessSpec) -> ProcessRecord:
-        return await self._create(spec, uid=uuid.uuid4().hex)
+    async def start_process(self, spec: ProcessSpec, lease: Lease | None = None) -> ProcessRecord:
+        return await self._create(spec, uid=uuid.uuid4().hex, lease=lease)
 
     async def _create(
         self,
