@@ -68,8 +68,8 @@ class Balancer:
                     key=info.key,
                     node=node.name,
                     request=request_of(info.spec),
-                    cpu_millis=info.stats[0] * 1000,
-                    memory_bytes=info.stats[2],
+                    cpu_millis=info.stats.cores * 1000,
+                    memory_bytes=info.stats.memory_bytes,
                 )
             )
         return out

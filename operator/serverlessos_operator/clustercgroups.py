@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,15 +27,13 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_agent.quantity import format_bytes_approx
 
 from .agents import AgentUnavailable
-from .api.schema import object_ref
 from .controller import Key, ProcessController, ProcessInfo
 from .labels import matches
-from .process import TERMINAL, cpu_millis, memory_bytes, request_of, set_condition
+from .process import cpu_millis, memory_bytes, request_of, set_condition
 from .quota import MIN_SHARE_MILLIS, Want, admit_memory, demand, fallback_share, split_cpu
 
 log = logging.getLogger(__name__)
 
-PostEvent = Callable[[dict[str, Any], str, str, str], None]
 STATUS_EVERY = 10.0  # seconds between status writes that only move usage figures
 
 
@@ -57,10 +55,6 @@ class Budget:
     def key(self) -> Key:
         return (self.namespace, self.name)
 
-    @property
-    def body(self) -> dict[str, Any]:
-        return object_ref("ClusterCgroup", self.namespace, self.name, self.uid)
-
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Budget:
         meta, spec = body["metadata"], body.get("spec") or {}
@@ -76,17 +70,9 @@ class Budget:
         )
 
 
-def _holds(info: ProcessInfo) -> bool:
-    """Placed and not over: it holds part of a budget."""
-    return info.node is not None and info.phase not in TERMINAL and not info.deleting
-
-
 class ClusterCgroups:
-    def __init__(
-        self, ctrl: ProcessController, post_event: PostEvent, lease_seconds: float = 10.0
-    ) -> None:
+    def __init__(self, ctrl: ProcessController, lease_seconds: float = 10.0) -> None:
         self.ctrl = ctrl
-        self.post_event = post_event
         self.lease_seconds = lease_seconds
         self.budgets: dict[Key, Budget] = {}
         ctrl.admit = self.admit
@@ -145,7 +131,7 @@ class ClusterCgroups:
         budget.waiting.pop(info.name, None)
         if budget.memory_bytes is None:
             return None
-        held = {m.name: request_of(m.spec).memory_bytes for m in self.members(budget) if _holds(m)}
+        held = {m.name: request_of(m.spec).memory_bytes for m in self.members(budget) if m.placed}
         held.pop(info.name, None)
         asks = request_of(info.spec).memory_bytes
         fits, total = admit_memory(budget.memory_bytes, held, asks)
@@ -188,7 +174,7 @@ class ClusterCgroups:
         budget = found[1]
         # Every member not over, placed or not: the fallback must be safe even when
         # the others start under their own leases before the first split.
-        members = [m for m in self.members(budget) if m.phase not in TERMINAL and not m.deleting]
+        members = [m for m in self.members(budget) if m.active]
         holders = len(members) + (info not in members)
         own = request_of(info.spec).cpu_millis
         return pb.Lease(
@@ -207,7 +193,7 @@ class ClusterCgroups:
 
     async def _enforce(self, budget: Budget) -> None:
         # Placed members (starting ones too: they hold their first grant).
-        members = [m for m in self.members(budget) if _holds(m)]
+        members = [m for m in self.members(budget) if m.placed]
         names = {m.name for m in members}
         for gone in set(budget.shares) - names:
             del budget.shares[gone]
@@ -221,7 +207,7 @@ class ClusterCgroups:
             if m.stats is None:  # no figures yet: assume it wants what it holds
                 wanted = float(budget.shares.get(m.name, cap))
             else:
-                wanted = demand(m.stats[0], m.throttled_rate)
+                wanted = demand(m.stats.cores, m.throttled_rate)
             wants[m.name] = Want(wanted, cap)
         shares = split_cpu(budget.cpu_millis, wants)
         fallback = {
@@ -295,9 +281,9 @@ class ClusterCgroups:
             totals[0] += 1
             totals[1] += share
             totals[2] += mem
-            cores = m.stats[0] if m.stats else 0.0
+            cores = m.stats.cores if m.stats else 0.0
             used_cpu += cores
-            used_memory += m.stats[2] if m.stats else 0
+            used_memory += m.stats.memory_bytes if m.stats else 0
             listed.append(
                 {
                     "name": m.name,

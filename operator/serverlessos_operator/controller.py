@@ -57,6 +57,16 @@ class Retry(Exception):
         self.delay = delay
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One process's figures from its node's agent, as of one poll."""
+
+    cores: float  # CPU in use over the agent's last sampling interval
+    throttled_seconds: float  # cumulative
+    memory_bytes: int
+    at: float  # our monotonic clock at the poll
+
+
 @dataclass
 class ProcessInfo:
     namespace: str
@@ -79,9 +89,7 @@ class ProcessInfo:
     migrating_to: str | None = None
     # What the ledger holds for it: (node, cpu, memory) while it is placed and not over.
     reserved: tuple[str, int, int] | None = None
-    # Its latest figures from its node's agent: cores used, cumulative throttled seconds,
-    # memory bytes, and the poll time (monotonic) they were taken at.
-    stats: tuple[float, float, int, float] | None = None
+    stats: Figures | None = None  # its latest figures from its node's agent
     throttled_rate: float = 0.0  # seconds throttled per second, between the last two polls
     reason_shown: str = ""  # the last waiting reason posted as an Event (once each)
     held_cpu: int | None = None  # the CPU limit its agent last reported holding
@@ -89,6 +97,16 @@ class ProcessInfo:
     @property
     def key(self) -> Key:
         return (self.namespace, self.name)
+
+    @property
+    def active(self) -> bool:
+        """Neither over nor being deleted."""
+        return self.phase not in TERMINAL and not self.deleting
+
+    @property
+    def placed(self) -> bool:
+        """Active on a node: it holds that node's resources (and its budget's share)."""
+        return self.node is not None and self.active
 
     @property
     def body(self) -> dict[str, Any]:
@@ -129,8 +147,6 @@ class NodeInfo:
     endpoint: str = ""
     cpu_millis: int = 0
     memory_bytes: int = 0
-    cpu_pressure: float = 0.0
-    memory_pressure: float = 0.0
     heartbeat: str = ""  # the agent's lastHeartbeat, as written (the agent's clock)
     seen: float = 0.0  # our monotonic clock when it last changed (clocks may disagree)
     agent_ready: bool = False
@@ -250,9 +266,6 @@ class ProcessController:
         allocatable = status.get("allocatable") or {}
         node.cpu_millis = cpu_millis(allocatable.get("cpu") or "0")
         node.memory_bytes = memory_bytes(allocatable.get("memory") or "0")
-        pressure = status.get("pressure") or {}
-        node.cpu_pressure = float(pressure.get("cpuSomeAvg10", 0.0))
-        node.memory_pressure = float(pressure.get("memorySomeAvg10", 0.0))
         beat = status.get("lastHeartbeat") or ""
         if beat and beat != node.heartbeat:
             node.heartbeat, node.seen = beat, time.monotonic()
@@ -293,7 +306,7 @@ class ProcessController:
         """Keep the ledger's reservations in step with where the process is (called
         wherever its node or phase may change: each such change is patched or watched)."""
         held = None
-        if not gone and info.node and info.phase not in TERMINAL and not info.deleting:
+        if not gone and info.node and info.placed:
             request = request_of(info.spec)
             held = (info.node, request.cpu_millis, request.memory_bytes)
         if held == info.reserved:
@@ -619,10 +632,9 @@ class ProcessController:
             wanted = request_of(info.spec)
             held = process.spec.resources
             info.held_cpu = held.cpu_millis
-            cpu = self.cpu_share(info)
-            if (held.cpu_millis, held.memory_bytes) != (
-                wanted.cpu_millis if cpu is None else held.cpu_millis,  # its budget's to set
-                wanted.memory_bytes,
+            budgeted = self.cpu_share(info) is not None  # then its CPU is its budget's to set
+            if held.memory_bytes != wanted.memory_bytes or (
+                not budgeted and held.cpu_millis != wanted.cpu_millis
             ):
                 info.resize_pending = True  # e.g. resized while the operator was down
             await self._apply_agent_state(info, node, process)
@@ -671,7 +683,7 @@ class ProcessController:
         again = []
         message = f"node {node} stopped heartbeating for over {self.heartbeat_grace:.0f}s"
         for info in list(self.processes.values()):
-            if info.node != node or info.phase in TERMINAL or info.deleting:
+            if info.node != node or not info.active:
                 continue
             try:
                 async with self._lock(info.key):  # not while a start to that node is in flight
@@ -730,11 +742,14 @@ class ProcessController:
             info = self.processes.get((s.ref.namespace, s.ref.name))
             if info is None or info.node != node or info.deleting:
                 continue
-            if info.stats is not None and now > info.stats[3]:
+            last = info.stats
+            if last is not None and now > last.at:
                 info.throttled_rate = max(
-                    0.0, (s.cpu_throttled_seconds - info.stats[1]) / (now - info.stats[3])
+                    0.0, (s.cpu_throttled_seconds - last.throttled_seconds) / (now - last.at)
                 )
-            info.stats = (s.cpu_usage_cores, s.cpu_throttled_seconds, s.memory_current_bytes, now)
+            info.stats = Figures(
+                s.cpu_usage_cores, s.cpu_throttled_seconds, s.memory_current_bytes, now
+            )
             usage = {
                 "cpu": f"{round(s.cpu_usage_cores * 1000)}m",
                 "memory": format_bytes_approx(s.memory_current_bytes),

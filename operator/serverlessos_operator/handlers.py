@@ -140,7 +140,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     state.wake = asyncio.Event()
     # Know every process before listening to agents (which starts with the nodes),
     # so strays are told apart from the first list on.
-    state.cgroups = ClusterCgroups(ctrl, _post_event, cfg.quota.lease)
+    state.cgroups = ClusterCgroups(ctrl, cfg.quota.lease)
     # Budgets before processes start: a member must not start with its own limit.
     for body in await kube.list_cgroups():
         state.cgroups.upsert(body)
