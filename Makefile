@@ -40,7 +40,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check node-agent/serverlessos_agent operator hack tests e2e
+	$(VENV)/bin/ruff format --check node-agent/serverlessos node-agent/serverlessos_agent operator hack tests e2e
 	$(VENV)/bin/mypy
 
 proto: $(STAMP)

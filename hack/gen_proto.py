@@ -19,13 +19,14 @@ PROTOS = [
     "serverlessos/agent/v1alpha1/agent.proto",
     "serverlessos/criu/rpc.proto",  # the part of CRIU's RPC protocol the agent speaks
 ]
-# Packages that only hold generated code get an __init__.py of their own.
+# Packages that only hold generated code get an __init__.py of their own (the
+# `serverlessos` package itself is the hand-written shared package around them).
 PACKAGES = [
-    "serverlessos",
     "serverlessos/agent",
     "serverlessos/agent/v1alpha1",
     "serverlessos/criu",
 ]
+GENERATED = ["serverlessos/agent", "serverlessos/criu"]  # directories holding only generated code
 INIT_TEXT = '"""Generated protobuf and gRPC code of the node agent (see hack/gen_proto.py)."""\n'
 
 
@@ -55,7 +56,7 @@ def generate(out_dir: Path) -> list[Path]:
         raise SystemExit("protoc failed")
     for package in PACKAGES:
         (out_dir / package / "__init__.py").write_text(INIT_TEXT)
-    return sorted(p for p in (out_dir / "serverlessos").rglob("*") if p.is_file())
+    return sorted(p for package in GENERATED for p in (out_dir / package).rglob("*") if p.is_file())
 
 
 def main() -> None:

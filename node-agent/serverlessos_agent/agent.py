@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+from serverlessos.files import atomic_write_json
 
 from . import __version__, criu
 from .cgroup import detect
@@ -29,7 +30,6 @@ from .restart import Backoff
 from .server import AgentServicer
 from .spawner import Spawner
 from .stats import NodeSample, StatsSampler
-from .store import atomic_write_json
 from .supervisor import Supervisor, SupervisorConfig
 from .validation import NodeCapacity
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serverlessos.files import atomic_write
+
 from .errors import OutOfRange
-from .store import atomic_write
 
 log = logging.getLogger(__name__)
 

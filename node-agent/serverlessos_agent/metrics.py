@@ -8,15 +8,13 @@ thread), so a scrape never sees a half-updated record.
 from __future__ import annotations
 
 import asyncio
-import socketserver
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Histogram, MetricsHandler
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from serverlessos.metrics_server import serve_registry
 
 from . import __version__
 from .model import ProcessRecord, State
@@ -207,20 +205,3 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> int:
         return serve_registry(self.registry, host, port)
-
-
-def serve_registry(registry: CollectorRegistry, host: str, port: int) -> int:
-    """Serve /metrics in a thread; returns the bound port (port 0 picks one)."""
-    server = _MetricsServer((host, port), MetricsHandler.factory(registry))
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return int(server.server_address[1])
-
-
-class _MetricsServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the address's FQDN: a reverse DNS query that
-        # stalls for seconds on a node (or network namespace) without a resolver.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]

@@ -18,10 +18,10 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from serverlessos.quantity import format_bytes, format_cpu
 
 from . import __version__
 from .criu import CriuInfo
-from .quantity import format_bytes, format_cpu
 from .stats import NodeSample
 
 log = logging.getLogger(__name__)

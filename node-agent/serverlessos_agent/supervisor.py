@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serverlessos.files import read_json
+from serverlessos.quantity import format_bytes, format_cpu
+
 from .cgroup import CgroupDriver
 from .errors import AlreadyExists, FailedPrecondition, NotFound
 from .events import EventLog, EventType
@@ -40,10 +43,9 @@ from .model import (
     Termination,
 )
 from .procfs import open_pidfd
-from .quantity import format_bytes, format_cpu
 from .restart import Backoff, should_restart
 from .spawner import Spawner, SpawnRequest
-from .store import RecordStore, read_json
+from .store import RecordStore
 from .validation import NodeCapacity, check_lease, check_resources, check_spec
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from serverlessos.quantity import format_bytes, format_cpu
+
 from .errors import InvalidArgument
 from .model import Lease, ProcessSpec, Resources
-from .quantity import format_bytes, format_cpu
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

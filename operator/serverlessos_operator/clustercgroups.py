@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
-from serverlessos_agent.quantity import format_bytes_approx
+from serverlessos.quantity import format_bytes_approx
 
 from .agents import AgentUnavailable
 from .controller import Key, ProcessController, ProcessInfo

@@ -19,7 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
-from serverlessos_agent.cli.ctl import table
+from serverlessos.table import table
 
 from .api.schema import GROUP, VERSION
 from .kube import MIGRATIONS, NODES, PROCESSES

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from serverlessos_agent.metrics import serve_registry
+from serverlessos.metrics_server import serve_registry
 
 PHASES = ("Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed")
 

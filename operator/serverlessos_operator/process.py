@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
-from serverlessos_agent.quantity import parse_bytes, parse_cpu_millis
+from serverlessos.quantity import parse_bytes, parse_cpu_millis
 
 from .placement import Request, Toleration
 

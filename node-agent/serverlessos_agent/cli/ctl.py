@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -14,8 +14,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
-
-from ..quantity import (
+from serverlessos.quantity import (
     QuantityError,
     format_bytes,
     format_bytes_approx,
@@ -23,6 +22,7 @@ from ..quantity import (
     parse_bytes,
     parse_cpu_millis,
 )
+from serverlessos.table import table
 
 POLICIES = {
     "Always": pb.RESTART_POLICY_ALWAYS,
@@ -111,16 +111,6 @@ def _age(ts: Any) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    rows = [list(map(str, r)) for r in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
 
 
 def _state(p: pb.Process) -> str:

@@ -9,9 +9,10 @@ import os
 import sys
 from pathlib import Path
 
+from serverlessos.quantity import QuantityError, parse_bytes
+
 from ..agent import AgentConfig, run
 from ..errors import FailedPrecondition
-from ..quantity import QuantityError, parse_bytes
 from ..restart import Backoff
 from . import ctl
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from serverlessos_operator.crdgen import render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_grpc_stubs_have_not_drifted(tmp_path: Path) -> None:
@@ -29,7 +29,8 @@ def test_grpc_stubs_have_not_drifted(tmp_path: Path) -> None:
     assert not stale, f"run `make proto`: these stubs differ from agent.proto: {stale}"
     extra = {
         str(p.relative_to(checked_in))
-        for p in (checked_in / "serverlessos").rglob("*")
+        for package in gen.GENERATED
+        for p in (checked_in / package).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     } - {str(p.relative_to(tmp_path)) for p in fresh}
     assert not extra, f"generated files with no source any more: {extra}"

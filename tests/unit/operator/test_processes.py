@@ -117,7 +117,7 @@ def test_bad_json_in_config_is_a_clear_error() -> None:
 def test_orchestration_settings_from_helm_values() -> None:
     """The chart's defaults are the code's defaults, passed the way the chart passes them."""
     values = yaml.safe_load(
-        (Path(__file__).parents[1] / "charts/serverlessos/values.yaml").read_text()
+        (Path(__file__).parents[3] / "charts/serverlessos/values.yaml").read_text()
     )
     env = {
         "SERVERLESSOS_PLACEMENT": json.dumps(values["placement"]),

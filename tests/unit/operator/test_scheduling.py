@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from serverlessos_operator.ledger import Ledger
 from serverlessos_operator.placement import Backpressure, Request, Taint, Toleration
 from serverlessos_operator.pressure import PressureModel, Signals
-from serverlessos_operator.quota import (
-    MIN_SHARE_MILLIS,
-    Want,
-    admit_memory,
-    demand,
-    fallback_share,
-    split_cpu,
-)
 from serverlessos_operator.rebalance import Movable, RebalanceConfig, Rebalancer
 
 GIB = 2**30
+
+
 KWOK_TAINT = Taint("kwok.x-k8s.io/node", "fake", "NoSchedule")
+
+
 TOLERATE_KWOK = Toleration(key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")
 
 
@@ -32,9 +26,6 @@ def book(*names: str, cpu: int = 4000, mem: int = 8 * GIB, now: float = 100.0) -
     return ledger
 
 
-# ----- pressure ---------------------------------------------------------------
-
-
 def test_pressure_is_the_most_stressed_resource() -> None:
     model = PressureModel()
     s = Signals(at=0, cpu_used_millis=2000, memory_used_bytes=GIB, cpu_psi=5.0, io_psi=30.0)
@@ -42,9 +33,6 @@ def test_pressure_is_the_most_stressed_resource() -> None:
     assert model.pressure(s, 4000, 8 * GIB, extra_cpu_millis=-2000) == pytest.approx(30.0)  # io
     net = Signals(at=0, network_bytes_per_second=90e6, network_capacity_bytes_per_second=100e6)
     assert model.pressure(net, 4000, 8 * GIB) == pytest.approx(90.0)
-
-
-# ----- placement --------------------------------------------------------------
 
 
 def test_prefers_the_node_with_least_pressure_not_least_requests() -> None:
@@ -129,9 +117,6 @@ def test_exclude() -> None:
     ledger = book("a", "b")
     ledger.report("b", Signals(at=100, cpu_used_millis=3000))
     assert Backpressure().place(Request(1, 1), ledger, 101, exclude={"a"}).node == "b"
-
-
-# ----- rebalancing ------------------------------------------------------------
 
 
 def movable(name: str, node: str, cpu: float = 1000, mem: float = 2**28) -> Movable:
@@ -223,68 +208,6 @@ def test_stale_and_unready_nodes_neither_shed_nor_receive() -> None:
 def test_bad_watermarks_are_refused() -> None:
     with pytest.raises(ValueError, match="lowWatermark"):
         RebalanceConfig(high_watermark=50, low_watermark=60)
-
-
-# ----- quota ------------------------------------------------------------------
-
-
-def check_shares(budget: int, wants: dict[str, Want], shares: dict[str, int]) -> None:
-    assert set(shares) == set(wants)
-    assert sum(shares.values()) <= budget
-    for k, w in wants.items():
-        cap = w.cap_millis or budget
-        assert shares[k] <= cap
-    # Max-min fair: a member that got less than it wants got at least as much as anyone
-    # else could have given up (every other share <= its own, unless capped by demand).
-    for k, w in wants.items():
-        if shares[k] + 1 < min(w.demand_millis, w.cap_millis or budget):
-            for other, share in shares.items():
-                assert share <= shares[k] + 1, (k, other, shares)
-
-
-def test_split_is_max_min_fair_and_within_budget() -> None:
-    shares = split_cpu(1000, {"a": Want(2000), "b": Want(2000)})
-    assert shares == {"a": 500, "b": 500}
-    shares = split_cpu(1000, {"small": Want(100), "big": Want(2000)})
-    assert shares == {"small": 100, "big": 900}
-    shares = split_cpu(1000, {"a": Want(0), "b": Want(2000)})  # a stopped using it
-    assert shares["b"] >= 990 and shares["a"] == MIN_SHARE_MILLIS
-    spare = split_cpu(3000, {"a": Want(100), "b": Want(200, cap_millis=500)})
-    assert spare == {"a": 2500, "b": 500}  # what nobody wants is spread, up to caps
-
-
-def test_split_invariants_hold_for_random_demands() -> None:
-    rng = random.Random(7)
-    for _ in range(500):
-        budget = rng.randint(10, 20000)
-        wants = {
-            f"m{i}": Want(rng.uniform(0, 5000), rng.choice([0, 0, rng.randint(1, 4000)]))
-            for i in range(rng.randint(1, 20))
-        }
-        check_shares(budget, wants, split_cpu(budget, wants))
-
-
-def test_demand_estimate_converges_to_what_members_use() -> None:
-    """Two members wanting 0.3 and 2 cores under a 1-core budget; the world throttles each
-    to its share: shares settle at 300 / 700 within a few intervals."""
-    true = {"light": 0.3, "heavy": 2.0}
-    shares = dict.fromkeys(true, 500)
-    for _ in range(5):
-        wants = {}
-        for k, want in true.items():
-            used = min(want, shares[k] / 1000)
-            throttled = 1.0 if want > shares[k] / 1000 else 0.0  # its group waited all along
-            wants[k] = Want(demand(used, throttled))
-        shares = split_cpu(1000, wants)
-    assert shares == {"light": 300, "heavy": 700}
-
-
-def test_memory_admission_and_fallback() -> None:
-    assert admit_memory(GIB, {"a": 512 * 2**20}, 256 * 2**20) == (True, 512 * 2**20)
-    assert admit_memory(GIB, {"a": 768 * 2**20}, 512 * 2**20) == (False, 768 * 2**20)
-    assert fallback_share(1000, 2) == 500
-    assert fallback_share(1000, 4, cap_millis=200) == 200
-    assert fallback_share(10, 5) == MIN_SHARE_MILLIS
 
 
 def test_sampling_never_settles_for_a_stale_node_while_a_fresh_one_fits() -> None:

@@ -1,0 +1,119 @@
+"""Pure domain code, called directly: quantities, validation, back-off, PSI, logs, events, store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from serverlessos_agent.errors import OutOfRange
+from serverlessos_agent.events import EventLog, EventType
+from serverlessos_agent.logs import rotate_if_needed, tail
+from serverlessos_agent.model import (
+    ProcessRecord,
+    ProcessSpec,
+    Reason,
+    Resources,
+    RestartPolicy,
+    Run,
+    State,
+    Termination,
+)
+from serverlessos_agent.store import RecordStore
+
+
+def test_log_rotation_and_tail(tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    log.write_bytes(b"".join(b"line%d\n" % i for i in range(100)))
+    assert not rotate_if_needed(log, max_bytes=10_000, keep=1)
+    assert rotate_if_needed(log, max_bytes=100, keep=1)
+    assert log.stat().st_size == 0 and (tmp_path / "output.log.1").exists()
+    with open(log, "ab") as f:  # the process keeps appending (O_APPEND)
+        f.write(b"after\n")
+    data, size = tail(log, 3, keep=1)
+    assert data == b"line98\nline99\nafter\n" and size == 6
+    everything, _ = tail(log, 0, keep=1)
+    assert everything.count(b"\n") == 101
+
+
+def _record(name: str = "p") -> ProcessRecord:
+    return ProcessRecord(
+        uid="u1",
+        spec=ProcessSpec(
+            name=name,
+            argv=("sleep", "1"),
+            env={"A": "b"},
+            resources=Resources(100, 2**26),
+            restart_policy=RestartPolicy.ON_FAILURE,
+        ),
+        state=State.RUNNING,
+        created_at=1.0,
+        cgroup="r/default/p",
+        log_path="/l",
+        workdir="/w",
+        run=Run(attempt=0, shim_pid=10, shim_start=5, pid=11, pid_start=6, started_at=2.0),
+        last_termination=Termination(Reason.OOM_KILLED, 137, 9, "oom", 1.0, 2.0),
+    )
+
+
+def test_record_store_round_trip_and_corrupt_files(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    record = _record()
+    store.prepare(record.ref)
+    store.save(record)
+    assert store.load_all() == [record]
+    bad = tmp_path / "processes" / "default" / "broken"
+    bad.mkdir()
+    (bad / "record.json").write_text("{not json")
+    assert store.load_all() == [record], "a torn or corrupt record is skipped, not fatal"
+    store.delete(record.ref)
+    assert store.load_all() == []
+
+
+def test_event_log_numbers_persists_and_bounds(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = tmp_path / "events.jsonl"
+        log = EventLog(path, retain=5)
+        for _ in range(12):
+            log.append(EventType.STARTED, _record().to_json())
+        assert log.revision == 12
+        assert [e.seq for e in log.since(9)] == [10, 11, 12]
+        with pytest.raises(OutOfRange, match="no longer retained"):
+            log.since(3)
+        with pytest.raises(OutOfRange, match="ahead"):
+            log.since(13)
+        log.close()
+        with open(path, "a") as f:
+            f.write('{"seq": 13, "tru')  # a torn line from a crash
+        reopened = EventLog(path, retain=5)
+        assert reopened.revision == 12
+        assert reopened.append(EventType.EXITED, _record().to_json()).seq == 13
+        assert len(path.read_text().splitlines()) <= 2 * 5 + 1
+        got = []
+
+        async def consume() -> None:
+            async for event in reopened.watch(12):
+                got.append(event.seq)
+                if len(got) == 2:
+                    return
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.01)
+        reopened.append(EventType.STOPPED, _record().to_json())
+        await asyncio.wait_for(task, 2)
+        assert got == [13, 14]
+        reopened.close()
+
+    asyncio.run(scenario())
+
+
+def test_event_log_file_is_json_lines(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = EventLog(tmp_path / "e.jsonl")
+        log.append(EventType.OOM_KILLED, _record().to_json(), "boom")
+        log.close()
+
+    asyncio.run(scenario())
+    (line,) = (tmp_path / "e.jsonl").read_text().splitlines()
+    assert json.loads(line)["type"] == "OOMKilled"
