@@ -47,7 +47,7 @@ proto: $(STAMP)
 	$(PY) hack/gen_proto.py
 
 crds: $(STAMP)
-	$(PY) -m serverlessos_operator.crdgen
+	$(PY) -m serverlessos_operator.api.crdgen
 	hack/sync-chart-crds.sh
 
 bench: $(STAMP)

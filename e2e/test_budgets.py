@@ -15,7 +15,7 @@ import grpc
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
-from serverlessos_operator.quota import MIN_SHARE_MILLIS
+from serverlessos_operator.budgets.split import MIN_SHARE_MILLIS
 
 from .conftest import (
     REPO,

@@ -72,10 +72,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields, replace
 
 import benchlib  # type: ignore[import-not-found]  # hack/bench/, beside this script
-from serverlessos_operator.ledger import Ledger, NodeState
-from serverlessos_operator.placement import Backpressure, Decision, Placer, Request, misfit
-from serverlessos_operator.pressure import PressureModel, Signals
-from serverlessos_operator.rebalance import Movable, RebalanceConfig, Rebalancer
+from serverlessos_operator.rebalancing.policy import Movable, RebalanceConfig, Rebalancer
+from serverlessos_operator.scheduling.constraints import Request
+from serverlessos_operator.scheduling.ledger import Ledger, NodeState
+from serverlessos_operator.scheduling.placement import Backpressure, Decision, Placer, misfit
+from serverlessos_operator.scheduling.pressure import PressureModel, Signals
 
 GIB = 2**30
 MIB = 2**20

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rebalance import RebalanceConfig
+from .infra.daemonset import AgentDaemonSet
+from .rebalancing.policy import RebalanceConfig
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -64,12 +65,7 @@ class QuotaConfig:
 class OperatorConfig:
     namespace: str = "serverlessos-system"
     manage_daemonset: bool = True
-    agent_image: str = "serverlessos/agent:0.1.0"
-    agent_image_pull_policy: str = "IfNotPresent"
-    agent_args: list[str] = field(default_factory=list)
-    agent_node_selector: dict[str, str] = field(default_factory=dict)
-    agent_tolerations: list[dict[str, Any]] = field(default_factory=list)
-    agent_resources: dict[str, Any] = field(default_factory=dict)
+    daemonset: AgentDaemonSet = field(default_factory=AgentDaemonSet)
     heartbeat_grace: float = 30.0
     usage_interval: float = 2.0  # agents' samples: pressure, usage, quota demand
     retry_interval: float = 5.0
@@ -89,14 +85,17 @@ class OperatorConfig:
         return cls(
             namespace=namespace,
             manage_daemonset=env.get("SERVERLESSOS_MANAGE_DAEMONSET", "true").lower() == "true",
-            agent_image=env.get("SERVERLESSOS_AGENT_IMAGE", cls.agent_image),
-            agent_image_pull_policy=env.get(
-                "SERVERLESSOS_AGENT_IMAGE_PULL_POLICY", cls.agent_image_pull_policy
+            daemonset=AgentDaemonSet(
+                namespace=namespace,
+                image=env.get("SERVERLESSOS_AGENT_IMAGE", AgentDaemonSet.image),
+                image_pull_policy=env.get(
+                    "SERVERLESSOS_AGENT_IMAGE_PULL_POLICY", AgentDaemonSet.image_pull_policy
+                ),
+                args=list(_json(env, "SERVERLESSOS_AGENT_ARGS", [])),
+                node_selector=dict(_json(env, "SERVERLESSOS_AGENT_NODE_SELECTOR", {})),
+                tolerations=list(_json(env, "SERVERLESSOS_AGENT_TOLERATIONS", [])),
+                resources=dict(_json(env, "SERVERLESSOS_AGENT_RESOURCES", {})),
             ),
-            agent_args=list(_json(env, "SERVERLESSOS_AGENT_ARGS", [])),
-            agent_node_selector=dict(_json(env, "SERVERLESSOS_AGENT_NODE_SELECTOR", {})),
-            agent_tolerations=list(_json(env, "SERVERLESSOS_AGENT_TOLERATIONS", [])),
-            agent_resources=dict(_json(env, "SERVERLESSOS_AGENT_RESOURCES", {})),
             heartbeat_grace=float(env.get("SERVERLESSOS_HEARTBEAT_GRACE", cls.heartbeat_grace)),
             usage_interval=float(env.get("SERVERLESSOS_USAGE_INTERVAL", cls.usage_interval)),
             retry_interval=float(env.get("SERVERLESSOS_RETRY_INTERVAL", cls.retry_interval)),

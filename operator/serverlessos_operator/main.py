@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("serverlessos_operator").setLevel(logging.INFO)
     if not args.verbose:  # "Handler ... succeeded" for every watch event is noise at scale
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    assert handlers.state is not None  # registers the handlers
+    assert handlers.__all__  # importing the package registers the handlers
     # standalone: one replica (the Deployment is Recreate), no peering CRDs needed.
     kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
     return 0

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from serverlessos_operator.crdgen import render
+from serverlessos_operator.api.crdgen import render
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,30 +1,105 @@
-"""serverlessos.io/v1alpha1: ServerlessProcess, ServerlessNode, ProcessMigration, ClusterCgroup."""
+"""serverlessos.io/v1alpha1: ServerlessProcess, ServerlessNode, ProcessMigration, ClusterCgroup.
+
+The one definition of each kind: `make crds` generates the CRDs from these models, and
+the operator parses every object it reads into them (defaults live here, once).
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field, WithJsonSchema
 from pydantic.config import JsonDict
+from serverlessos.quantity import Quantity
 
-from .schema import CONDITIONS, Condition, Model, quantity_schema
+from .meta import (
+    CONDITIONS,
+    QUANTITY_SERIALIZER,
+    QUANTITY_VALIDATOR,
+    REPORTED_QUANTITY_VALIDATOR,
+    Condition,
+    Model,
+    ObjectMeta,
+    quantity_schema,
+)
 
-Cpu = Annotated[int | str, WithJsonSchema(quantity_schema("CPU", "500m or 2", "10m"))]
-Memory = Annotated[int | str, WithJsonSchema(quantity_schema("Memory", "256Mi or 1Gi", "4Mi"))]
-Phase = Literal["Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed"]
-RestartPolicy = Literal["Always", "OnFailure", "Never"]
-MigrationPolicy = Literal["Never", "Manual", "Auto"]
-MigrationMode = Literal["Auto", "StopAndCopy", "PreCopy", "PostCopy"]
-MigrationPhase = Literal[
-    "Pending",
-    "Scheduling",
-    "Checkpointing",
-    "Transferring",
-    "Restoring",
-    "Succeeded",
-    "Failed",
-    "RolledBack",
+Cpu = Annotated[
+    Quantity,
+    QUANTITY_VALIDATOR,
+    QUANTITY_SERIALIZER,
+    WithJsonSchema(quantity_schema("CPU", "500m or 2", "10m")),
 ]
+Memory = Annotated[
+    Quantity,
+    QUANTITY_VALIDATOR,
+    QUANTITY_SERIALIZER,
+    WithJsonSchema(quantity_schema("Memory", "256Mi or 1Gi", "4Mi")),
+]
+
+# A quantity in a status, written by the agents or the operator (e.g. "1500m", "8Gi").
+Amount = Annotated[
+    Quantity,
+    REPORTED_QUANTITY_VALIDATOR,
+    QUANTITY_SERIALIZER,
+    WithJsonSchema({"type": "string"}),
+]
+ZERO = Quantity.parse("0")
+
+
+class ProcessPhase(enum.StrEnum):
+    PENDING = "Pending"
+    UNSCHEDULABLE = "Unschedulable"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ProcessPhase.SUCCEEDED, ProcessPhase.FAILED)
+
+    @property
+    def waiting(self) -> bool:
+        """Not started yet (or its start not confirmed): the operator keeps trying."""
+        return self in (ProcessPhase.PENDING, ProcessPhase.UNSCHEDULABLE, ProcessPhase.SCHEDULED)
+
+
+class RestartPolicy(enum.StrEnum):
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class MigrationPolicy(enum.StrEnum):
+    NEVER = "Never"
+    MANUAL = "Manual"
+    AUTO = "Auto"
+
+
+class MigrationMode(enum.StrEnum):
+    AUTO = "Auto"
+    STOP_AND_COPY = "StopAndCopy"
+    PRE_COPY = "PreCopy"
+    POST_COPY = "PostCopy"
+
+
+class MigrationPhase(enum.StrEnum):
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    CHECKPOINTING = "Checkpointing"
+    TRANSFERRING = "Transferring"
+    RESTORING = "Restoring"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (MigrationPhase.SUCCEEDED, MigrationPhase.FAILED, MigrationPhase.ROLLED_BACK)
+
+
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m))+$"
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -39,8 +114,8 @@ class EnvVar(Model):
 class Resources(Model):
     """The process's CPU and memory: what placement reserves and the cgroup enforces."""
 
-    cpu: Cpu = Field(default="100m")
-    memory: Memory = Field(default="128Mi")
+    cpu: Cpu = Field(default=Quantity.parse("100m"))
+    memory: Memory = Field(default=Quantity.parse("128Mi"))
 
 
 class Toleration(Model):
@@ -89,12 +164,12 @@ class MigrationSettings(Model):
     """How this process may be moved between nodes (live migration)."""
 
     policy: MigrationPolicy = Field(
-        default="Manual",
+        default=MigrationPolicy.MANUAL,
         description="Never: refuse migrations. Manual: only ProcessMigrations a person "
         "creates. Auto: the platform may also move it to relieve a pressed node.",
     )
     mode: MigrationMode = Field(
-        default="Auto",
+        default=MigrationMode.AUTO,
         description="The mode a migration uses when its own mode is Auto.",
     )
     max_downtime: str = Field(
@@ -131,7 +206,7 @@ class ServerlessProcessSpec(Model):
         description="Changes are applied to the running process (its cgroup) at once.",
         json_schema_extra={"default": {}},  # so the API server fills it
     )
-    restart_policy: RestartPolicy = Field(default="Always", json_schema_extra=IMMUTABLE)
+    restart_policy: RestartPolicy = Field(default=RestartPolicy.ALWAYS, json_schema_extra=IMMUTABLE)
     node_selector: dict[str, str] = Field(default_factory=dict, json_schema_extra=IMMUTABLE)
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=64, json_schema_extra=IMMUTABLE
@@ -151,8 +226,8 @@ class ServerlessProcessSpec(Model):
 
 
 class Usage(Model):
-    cpu: str = ""
-    memory: str = ""
+    cpu: Amount | None = None
+    memory: Amount | None = None
 
 
 class MigrationRecord(Model):
@@ -171,7 +246,7 @@ class MigrationRecord(Model):
 
 
 class ServerlessProcessStatus(Model):
-    phase: Phase | None = None
+    phase: ProcessPhase | None = None
     node: str | None = None
     pid: int | None = None
     process_uid: str | None = Field(default=None, description="The agent's id for this process.")
@@ -192,13 +267,14 @@ class ServerlessProcessStatus(Model):
 class ServerlessProcess(Model):
     """A Linux process the platform places on a node, limits and keeps running."""
 
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ServerlessProcessSpec
     status: ServerlessProcessStatus | None = None
 
 
 class Capacity(Model):
-    cpu: str = ""
-    memory: str = ""
+    cpu: Amount = ZERO
+    memory: Amount = ZERO
 
 
 class Criu(Model):
@@ -272,6 +348,7 @@ class ServerlessNodeSpec(Model):
 class ServerlessNode(Model):
     """One node's agent: where to reach it, what it can do, how pressed it is."""
 
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ServerlessNodeSpec = Field(default_factory=ServerlessNodeSpec)
     status: ServerlessNodeStatus | None = None
 
@@ -298,7 +375,7 @@ class ProcessMigrationSpec(Model):
         description="Where to; empty = placement picks a node other than the current one.",
     )
     mode: MigrationMode = Field(
-        default="Auto",
+        default=MigrationMode.AUTO,
         description="Auto: post-copy where the target has lazy pages, pre-copy where both "
         "nodes track dirty pages, else stop-and-copy.",
     )
@@ -328,6 +405,7 @@ class ProcessMigration(Model):
     VirtualMachineInstanceMigration: the source keeps running until the target has
     confirmed, and any failure before that leaves it running where it was."""
 
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ProcessMigrationSpec
     status: ProcessMigrationStatus | None = None
 
@@ -337,12 +415,31 @@ class LabelSelectorRequirement(Model):
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: list[str] = Field(default_factory=list, max_length=256)
 
+    def holds(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "In":
+            return present and labels[self.key] in self.values
+        if self.operator == "NotIn":
+            return not (present and labels[self.key] in self.values)
+        if self.operator == "Exists":
+            return present
+        return not present  # DoesNotExist
+
 
 class LabelSelector(Model):
     """As metav1.LabelSelector: all of matchLabels and matchExpressions must hold."""
 
     match_labels: dict[str, str] = Field(default_factory=dict)
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=64)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """As the API server matches: every matchLabel and matchExpression holds. An
+        empty selector matches nothing here (a budget must name what it covers)."""
+        if not self.match_labels and not self.match_expressions:
+            return False
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        return all(e.holds(labels) for e in self.match_expressions)
 
 
 class ClusterCgroupSpec(Model):
@@ -398,5 +495,6 @@ class ClusterCgroup(Model):
     """A tenant's CPU and memory budget that holds across nodes: a cgroup spanning the
     cluster. Its members' per-node cgroup limits are set from it every interval."""
 
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ClusterCgroupSpec
     status: ClusterCgroupStatus | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from serverlessos_operator.quota import (
+from serverlessos_operator.budgets.split import (
     MIN_SHARE_MILLIS,
     Want,
     admit_memory,

@@ -4,8 +4,8 @@ restart recovery, durations, history) and the agent's checkpoint stream."""
 from __future__ import annotations
 
 import pytest
-from serverlessos_operator.migration import (
-    CriuSupport,
+from serverlessos_operator.api.v1alpha1 import MigrationRecord, ServerlessNodeStatus
+from serverlessos_operator.migration.rules import (
     ProcessFacts,
     Recovery,
     choose_mode,
@@ -15,6 +15,7 @@ from serverlessos_operator.migration import (
     recovery,
     refusal,
 )
+from serverlessos_operator.nodes.book import CriuSupport
 
 LAZY = CriuSupport(usable=True, lazy_pages=True)
 
@@ -25,7 +26,13 @@ PLAIN = CriuSupport(usable=True)
 BOTH = CriuSupport(usable=True, lazy_pages=True, dirty_tracking=True)
 
 
-NONE = CriuSupport.from_status({})
+def criu_of(status: dict[str, object]) -> CriuSupport:
+    """As the operator reads it: from a ServerlessNode's status, parsed by the model."""
+    parsed = ServerlessNodeStatus.model_validate(status)
+    return CriuSupport.from_status(parsed.capabilities.criu if parsed.capabilities else None)
+
+
+NONE = criu_of({})
 
 
 def test_auto_prefers_post_copy_then_pre_copy_then_stop_and_copy() -> None:
@@ -52,9 +59,9 @@ def test_criu_support_is_read_from_the_serverless_node_status() -> None:
     status = {
         "capabilities": {"criu": {"usable": True, "version": "4.2.1", "features": ["lazy-pages"]}}
     }
-    assert CriuSupport.from_status(status) == CriuSupport(usable=True, lazy_pages=True)
+    assert criu_of(status) == CriuSupport(usable=True, lazy_pages=True)
     broken = {"capabilities": {"criu": {"usable": False, "problem": "criu check failed: x"}}}
-    assert CriuSupport.from_status(broken).problem == "criu check failed: x"
+    assert criu_of(broken).problem == "criu check failed: x"
 
 
 def facts(**kw: object) -> ProcessFacts:
@@ -108,9 +115,9 @@ def test_durations() -> None:
 
 
 def test_history_keeps_the_last_ten_and_updates_by_name() -> None:
-    records: list[dict[str, object]] = []
+    records: list[MigrationRecord] = []
     for i in range(12):
-        records = history(records, {"name": f"m{i}", "phase": "Succeeded"})  # type: ignore[arg-type]
-    assert [r["name"] for r in records] == [f"m{i}" for i in range(2, 12)]
-    records = history(records, {"name": "m11", "phase": "RolledBack"})  # type: ignore[arg-type]
-    assert len(records) == 10 and records[-1] == {"name": "m11", "phase": "RolledBack"}
+        records = history(records, MigrationRecord(name=f"m{i}", phase="Succeeded"))
+    assert [r.name for r in records] == [f"m{i}" for i in range(2, 12)]
+    records = history(records, MigrationRecord(name="m11", phase="RolledBack"))
+    assert len(records) == 10 and records[-1] == MigrationRecord(name="m11", phase="RolledBack")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from serverlessos_operator.ledger import Ledger
-from serverlessos_operator.placement import Backpressure, Request, Taint, Toleration
-from serverlessos_operator.pressure import PressureModel, Signals
-from serverlessos_operator.rebalance import Movable, RebalanceConfig, Rebalancer
+from serverlessos_operator.rebalancing.policy import Movable, RebalanceConfig, Rebalancer
+from serverlessos_operator.scheduling.constraints import Request, Taint, Toleration
+from serverlessos_operator.scheduling.ledger import Ledger
+from serverlessos_operator.scheduling.placement import Backpressure
+from serverlessos_operator.scheduling.pressure import PressureModel, Signals
 
 GIB = 2**30
 

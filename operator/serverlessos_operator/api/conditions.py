@@ -1,0 +1,60 @@
+"""Conditions with metav1.Condition semantics, on the typed models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .meta import Condition, ConditionStatus, now
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str = "",
+    *,
+    generation: int | None = None,
+) -> list[Condition]:
+    """A copy with `type_` set; lastTransitionTime changes only when the status does."""
+    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    out, found = [], False
+    for cond in conditions:
+        if cond.type != type_:
+            out.append(cond)
+            continue
+        found = True
+        changed = cond.status != value
+        out.append(
+            Condition(
+                type=type_,
+                status=value,
+                reason=reason,
+                message=message,
+                last_transition_time=now() if changed else cond.last_transition_time,
+                observed_generation=(
+                    generation if generation is not None else cond.observed_generation
+                ),
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type_,
+                status=value,
+                reason=reason,
+                message=message,
+                last_transition_time=now(),
+                observed_generation=generation,
+            )
+        )
+    return out
+
+
+def find(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def wire(conditions: Sequence[Condition]) -> list[dict[str, object]]:
+    """As status.conditions is written."""
+    return [c.to_wire() for c in conditions]

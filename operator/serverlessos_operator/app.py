@@ -1,0 +1,258 @@
+"""The composition root: builds every part of the operator once, wires them, lists
+what exists, and runs the loops. Nothing here decides anything; handlers/ feed it
+watch events, and each part does one thing (see the package READMEs' module map)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+
+from .api.meta import describe
+from .api.v1alpha1 import ClusterCgroup, ProcessMigration, ServerlessNode
+from .budgets.book import BudgetBook
+from .budgets.controller import ClusterCgroupController
+from .config import OperatorConfig
+from .infra.agents import AgentPool
+from .infra.daemonset import manifest
+from .infra.events import EventRecorder
+from .infra.kube import Kube
+from .infra.metrics import OperatorMetrics
+from .infra.refusals import Kind, Refusals
+from .migration.controller import MigrationController
+from .migration.record import MigrationStatus
+from .nodes.book import NodeBook
+from .processes.agent_status import AgentStatus
+from .processes.book import ProcessBook, ProcessInfo
+from .processes.deleter import ProcessDeleter
+from .processes.intake import ProcessIntake
+from .processes.node_loss import NodeLoss
+from .processes.reports import AgentReports
+from .processes.resizer import ProcessResizer
+from .processes.starter import ProcessStarter
+from .processes.usage import UsagePoller
+from .processes.waiting import WaitingProcesses
+from .rebalancing.controller import RebalanceController
+from .rebalancing.policy import Rebalancer
+from .scheduling.ledger import Ledger
+from .scheduling.placement import Backpressure
+from .scheduling.pressure import PressureModel
+
+log = logging.getLogger(__name__)
+
+
+async def every(
+    seconds: float,
+    what: str,
+    action: Callable[[], Awaitable[Any]],
+    wake: asyncio.Event | None = None,
+) -> None:
+    """Run `action` every `seconds` (sooner when `wake` is set) until cancelled; a
+    failure of the whole pass is logged and the next pass runs as usual."""
+    while True:
+        try:
+            await action()
+        except Exception:
+            log.exception("%s failed", what)
+        if wake is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), seconds)
+            wake.clear()
+
+
+class Operator:
+    def __init__(self, config: OperatorConfig, kube: Kube) -> None:
+        self.config = config
+        self.kube = kube
+        cfg = config
+        self.events = EventRecorder(kube)
+        self.refusals = Refusals(kube, self.events)
+        ledger = Ledger(
+            PressureModel(psi_weight=cfg.placement.psi_weight),
+            stale_after=cfg.placement.stale_after,
+            settle=cfg.placement.settle,
+        )
+        self.placer = Backpressure(cfg.placement.choices, cfg.placement.scan_below)
+        self.metrics = OperatorMetrics()
+        # Agents report through the composition root, which hands them on (below).
+        self.agents = AgentPool(self._agent_event, self._agent_sync)
+        self.nodes = NodeBook(ledger, self.agents)
+        self.processes = ProcessBook(kube, ledger)
+        self.budgets = BudgetBook(self.processes, cfg.quota.lease)
+        self.intake = ProcessIntake(self.processes, self.refusals)
+        self.starter = ProcessStarter(
+            self.processes,
+            self.placer,
+            self.agents,
+            self.events,
+            self.budgets,
+            on_placement=lambda placed: self.metrics.placements.labels(
+                "placed" if placed else "unschedulable"
+            ).inc(),
+        )
+        self.resizer = ProcessResizer(self.processes, self.agents, self.events, self.budgets)
+        self.waiting = WaitingProcesses(self.processes, self.starter, self.resizer, self.events)
+        self.deleter = ProcessDeleter(self.processes, self.nodes, self.agents)
+        self.reports = AgentReports(
+            self.processes, self.agents, AgentStatus(self.processes, self.events), self.budgets
+        )
+        self.node_loss = NodeLoss(
+            self.processes, self.nodes, self.agents, self.events, cfg.heartbeat_grace
+        )
+        self.usage = UsagePoller(self.processes, self.agents, self.events)
+        self.cgroups = ClusterCgroupController(
+            self.budgets, self.processes, self.agents, kube, self.events
+        )
+        self.migrations = MigrationController(
+            self.processes,
+            self.nodes,
+            self.placer,
+            self.agents,
+            MigrationStatus(kube, self.processes, self.events, self._migration_finished),
+        )
+        self.rebalance = RebalanceController(
+            self.processes,
+            self.nodes,
+            Rebalancer(cfg.rebalancing),
+            kube,
+            self.events,
+            on_note=lambda outcome: self.metrics.rebalance_decisions.labels(outcome).inc(),
+        )
+        self.wake = asyncio.Event()  # capacity may have appeared: retry waiting processes
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ----- start and stop --------------------------------------------------
+
+    async def start(self) -> None:
+        """List what exists (each object on its own), then start the loops."""
+        # Budgets before processes start: a member must not start with its own limit.
+        for body in await self.kube.list_cgroups():
+            await self.cgroup_changed(body)
+        # Every process known before listening to agents (which starts with the
+        # nodes), so strays are told apart from the first list on.
+        for body in await self.kube.list_processes():
+            await self.intake.admit(body)
+        self.processes.synced = True
+        for body in await self.kube.list_serverless_nodes():
+            await self.node_changed(body)
+        self.metrics.watch(
+            self.processes.phase_counts,
+            lambda: len(self.agents.nodes()),
+            self._pressures,
+            self._budgets,
+        )
+        if self.config.metrics_port:
+            self.metrics.serve("0.0.0.0", self.config.metrics_port)
+        cfg = self.config
+        loops: list[tuple[float, str, Callable[[], Awaitable[Any]], asyncio.Event | None]] = [
+            (cfg.retry_interval, "retrying waiting processes", self.waiting.retry, self.wake),
+            (2.0, "checking node heartbeats", self._check_nodes, None),
+            (cfg.usage_interval, "polling the agents", self.usage.poll, None),
+            (cfg.quota.interval, "enforcing ClusterCgroups", self.cgroups.step, None),
+        ]
+        if cfg.rebalancing_enabled:
+            loops.append((cfg.rebalancing.interval, "rebalancing", self.rebalance.step, None))
+        if cfg.manage_daemonset:
+            loops.append((60.0, "applying the agent DaemonSet", self._apply_daemonset, None))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(every(*spec)) for spec in loops]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.migrations.close()
+        await self.agents.close()
+
+    # ----- what the handlers hand in ---------------------------------------
+
+    def start_soon(self, info: ProcessInfo) -> None:
+        """Start a new process now, beside the watch (which must not wait for it)."""
+        self.spawn(self.waiting.try_one(info))
+
+    async def process_gone(self, namespace: str, name: str, uid: str) -> None:
+        self.processes.forget((namespace, name), uid)
+        self.waiting.forget((namespace, name))
+        self.refusals.clear(Kind.PROCESS, namespace, name)
+
+    async def node_changed(self, body: Mapping[str, Any]) -> None:
+        try:
+            obj = ServerlessNode.model_validate(body)
+        except ValidationError as exc:
+            await self.refusals.refuse(Kind.NODE, body, describe(exc))
+            return
+        self.refusals.clear(Kind.NODE, "", obj.metadata.name)
+        if obj.status is not None:
+            self.nodes.upsert_agent(obj.metadata.name, obj.status)
+        self.wake.set()  # capacity may have appeared
+
+    async def node_removed(self, name: str) -> None:
+        await self.node_loss.node_removed(name)
+        self.wake.set()
+
+    async def cgroup_changed(self, body: Mapping[str, Any]) -> None:
+        try:
+            obj = ClusterCgroup.model_validate(body)
+        except ValidationError as exc:
+            await self.refusals.refuse(Kind.CLUSTER_CGROUP, body, describe(exc))
+            return
+        self.refusals.clear(Kind.CLUSTER_CGROUP, obj.metadata.namespace, obj.metadata.name)
+        self.budgets.upsert(obj)
+        self.wake.set()  # processes waiting for it are retried
+
+    async def migration_changed(self, body: Mapping[str, Any]) -> None:
+        """New ProcessMigrations, and (in the initial listing) those an earlier operator
+        left active: the migration controller finishes or rolls back each."""
+        try:
+            obj = ProcessMigration.model_validate(body)
+        except ValidationError as exc:
+            await self.refusals.refuse(Kind.MIGRATION, body, describe(exc))
+            return
+        self.migrations.submit(obj)
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ----- wiring ------------------------------------------------------------
+
+    async def _agent_event(self, node: str, process: pb.Process) -> None:
+        await self.reports.on_event(node, process)
+
+    async def _agent_sync(self, node: str, processes: list[pb.Process]) -> None:
+        await self.reports.on_sync(node, processes)
+
+    async def _check_nodes(self) -> None:
+        if await self.node_loss.check():
+            self.wake.set()
+
+    async def _apply_daemonset(self) -> None:
+        await self.kube.apply_daemonset(
+            manifest(self.config.daemonset), field_manager="serverlessos-operator"
+        )
+
+    def _migration_finished(self, mode: str, phase: str, downtime: float | None) -> None:
+        self.metrics.migrations.labels(mode, phase).inc()
+        if phase == "Succeeded" and downtime is not None:
+            self.metrics.migration_downtime.labels(mode).observe(downtime)
+
+    def _pressures(self) -> dict[str, float]:
+        now = time.monotonic()
+        ledger = self.processes.ledger
+        found = {n.name: ledger.pressure(n, now) for n in ledger}
+        return {name: p for name, p in found.items() if p is not None}
+
+    def _budgets(self) -> list[tuple[str, str, int, int]]:
+        return [(b.namespace, b.name, b.cpu_millis, sum(b.shares.values())) for b in self.budgets]

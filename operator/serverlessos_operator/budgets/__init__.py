@@ -1,0 +1,1 @@
+"""ClusterCgroups: a tenant's CPU and memory budget held across nodes."""

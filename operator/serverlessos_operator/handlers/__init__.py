@@ -1,0 +1,7 @@
+"""Kopf handlers: translate watch events and lifecycle hooks into calls on the operator
+(app.Operator, kept in kopf's memo). Nothing here decides anything. One module per
+kind; importing this package registers them all."""
+
+from . import clustercgroups, lifecycle, migrations, nodes, processes
+
+__all__ = ["clustercgroups", "lifecycle", "migrations", "nodes", "processes"]

@@ -1,0 +1,1 @@
+"""Live migration, the operator's part: the rules and the ProcessMigration controller."""

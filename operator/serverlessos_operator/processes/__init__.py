@@ -1,0 +1,2 @@
+"""ServerlessProcesses: the books, and the controllers that start, resize, delete,
+watch and evacuate them."""

@@ -1,0 +1,1 @@
+"""Rebalancing: moving work off hot nodes by live migration, with brakes."""

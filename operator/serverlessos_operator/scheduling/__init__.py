@@ -1,0 +1,1 @@
+"""Where processes run: the node ledger, pressure, placement, and rebalancing hot nodes."""
