@@ -73,8 +73,12 @@ def test_example_runs_within_10s_with_pid_usage_and_logs(namespace: str) -> None
         message="kubectl sos logs output",
     )
     assert logs.startswith("count 1\n")
-    table = run("kubectl-sos", "-n", namespace, "get").stdout
-    assert "counter" in table and "Running" in table and status["node"] in table
+    # Flags go before or after the subcommand, as with kubectl.
+    after = run("kubectl-sos", "logs", "counter", "-n", namespace, "--tail", "1").stdout
+    assert after.startswith("count ") and after.count("\n") == 1
+    for args in (("-n", namespace, "get"), ("get", "-n", namespace)):
+        table = run("kubectl-sos", *args).stdout
+        assert "counter" in table and "Running" in table and status["node"] in table
     events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert {"Scheduled", "Running"} <= reasons

@@ -9,12 +9,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
-from .api.meta import describe
+from .api.meta import describe, object_ref
 from .api.v1alpha1 import ClusterCgroup, ProcessMigration, ServerlessNode
 from .budgets.book import BudgetBook
 from .budgets.controller import ClusterCgroupController
@@ -24,7 +24,7 @@ from .infra.daemonset import manifest
 from .infra.events import EventRecorder
 from .infra.kube import Kube
 from .infra.metrics import OperatorMetrics
-from .infra.refusals import Kind, Refusals
+from .infra.refusals import Kind, Refusals, identity
 from .migration.controller import MigrationController
 from .migration.record import MigrationStatus
 from .nodes.book import NodeBook
@@ -45,6 +45,7 @@ from .scheduling.placement import Backpressure
 from .scheduling.pressure import PressureModel
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", ServerlessNode, ClusterCgroup, ProcessMigration)
 
 
 async def every(
@@ -136,14 +137,14 @@ class Operator:
         """List what exists (each object on its own), then start the loops."""
         # Budgets before processes start: a member must not start with its own limit.
         for body in await self.kube.list_cgroups():
-            await self.cgroup_changed(body)
+            await self._listed(Kind.CLUSTER_CGROUP, body, self.cgroup_changed)
         # Every process known before listening to agents (which starts with the
         # nodes), so strays are told apart from the first list on.
         for body in await self.kube.list_processes():
-            await self.intake.admit(body)
+            await self._listed(Kind.PROCESS, body, self.intake.admit)
         self.processes.synced = True
         for body in await self.kube.list_serverless_nodes():
-            await self.node_changed(body)
+            await self._listed(Kind.NODE, body, self.node_changed)
         self.metrics.watch(
             self.processes.phase_counts,
             lambda: len(self.agents.nodes()),
@@ -184,12 +185,9 @@ class Operator:
         self.refusals.clear(Kind.PROCESS, namespace, name)
 
     async def node_changed(self, body: Mapping[str, Any]) -> None:
-        try:
-            obj = ServerlessNode.model_validate(body)
-        except ValidationError as exc:
-            await self.refusals.refuse(Kind.NODE, body, describe(exc))
+        obj = await self._parse(Kind.NODE, ServerlessNode, body)
+        if obj is None:
             return
-        self.refusals.clear(Kind.NODE, "", obj.metadata.name)
         if obj.status is not None:
             self.nodes.upsert_agent(obj.metadata.name, obj.status)
         self.wake.set()  # capacity may have appeared
@@ -199,24 +197,18 @@ class Operator:
         self.wake.set()
 
     async def cgroup_changed(self, body: Mapping[str, Any]) -> None:
-        try:
-            obj = ClusterCgroup.model_validate(body)
-        except ValidationError as exc:
-            await self.refusals.refuse(Kind.CLUSTER_CGROUP, body, describe(exc))
+        obj = await self._parse(Kind.CLUSTER_CGROUP, ClusterCgroup, body)
+        if obj is None:
             return
-        self.refusals.clear(Kind.CLUSTER_CGROUP, obj.metadata.namespace, obj.metadata.name)
         self.budgets.upsert(obj)
         self.wake.set()  # processes waiting for it are retried
 
     async def migration_changed(self, body: Mapping[str, Any]) -> None:
         """New ProcessMigrations, and (in the initial listing) those an earlier operator
         left active: the migration controller finishes or rolls back each."""
-        try:
-            obj = ProcessMigration.model_validate(body)
-        except ValidationError as exc:
-            await self.refusals.refuse(Kind.MIGRATION, body, describe(exc))
-            return
-        self.migrations.submit(obj)
+        obj = await self._parse(Kind.MIGRATION, ProcessMigration, body)
+        if obj is not None:
+            self.migrations.submit(obj)
 
     def spawn(self, work: Awaitable[Any]) -> None:
         async def run() -> None:
@@ -225,6 +217,36 @@ class Operator:
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _listed(
+        self,
+        kind: Kind,
+        body: Mapping[str, Any],
+        take: Callable[[Mapping[str, Any]], Awaitable[Any]],
+    ) -> None:
+        """One listed object at start-up: whatever goes wrong with it is its own (an
+        Event on it); the watches list it again and it is tried once more then."""
+        try:
+            await take(body)
+        except Exception as exc:
+            namespace, name, uid, _ = identity(body)
+            log.exception("taking in %s %s/%s at start-up failed", kind, namespace, name)
+            self.events.post(
+                object_ref(kind, namespace, name, uid),
+                "Warning",
+                "ReconcileError",
+                f"the operator could not take this object in at start-up: {exc}",
+            )
+
+    async def _parse(self, kind: Kind, model: type[M], body: Mapping[str, Any]) -> M | None:
+        """The object as its model; None if the model refuses it (reported)."""
+        try:
+            obj = model.model_validate(body)
+        except ValidationError as exc:
+            await self.refusals.refuse(kind, body, describe(exc))
+            return None
+        self.refusals.clear(kind, obj.metadata.namespace, obj.metadata.name)
+        return obj
 
     # ----- wiring ------------------------------------------------------------
 

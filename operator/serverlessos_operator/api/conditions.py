@@ -18,37 +18,22 @@ def set_condition(
 ) -> list[Condition]:
     """A copy with `type_` set; lastTransitionTime changes only when the status does."""
     value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
-    out, found = [], False
-    for cond in conditions:
-        if cond.type != type_:
-            out.append(cond)
-            continue
-        found = True
-        changed = cond.status != value
-        out.append(
-            Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=now() if changed else cond.last_transition_time,
-                observed_generation=(
-                    generation if generation is not None else cond.observed_generation
-                ),
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=now(),
-                observed_generation=generation,
-            )
-        )
-    return out
+    old = find(conditions, type_)
+    new = Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=(
+            old.last_transition_time if old is not None and old.status == value else now()
+        ),
+        observed_generation=(
+            generation if generation is not None or old is None else old.observed_generation
+        ),
+    )
+    if old is None:
+        return [*conditions, new]
+    return [new if c.type == type_ else c for c in conditions]
 
 
 def find(conditions: Sequence[Condition], type_: str) -> Condition | None:

@@ -127,3 +127,15 @@ def test_phases_know_what_is_over_and_what_waits() -> None:
         MigrationPhase.FAILED,
         MigrationPhase.ROLLED_BACK,
     }
+
+
+def test_the_readme_sample_is_the_example_make_up_applies() -> None:
+    """What the README shows is what runs on the local cluster (e2e runs the example)."""
+    readme = (ROOT / "README.md").read_text()
+    sample = yaml.safe_load(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+    example = yaml.safe_load((ROOT / "examples" / "process.yaml").read_text())
+    shown, applied = (
+        ServerlessProcess.model_validate(sample),
+        ServerlessProcess.model_validate(example),
+    )
+    assert shown.spec == applied.spec and shown.metadata.name == applied.metadata.name

@@ -186,8 +186,23 @@ def test_startup_lists_each_object_on_its_own() -> None:
         "metadata": {"namespace": "ns", "name": "bad", "uid": "u-bad", "generation": 1},
         "spec": {"command": ["x"], "resources": {"cpu": "lots"}},
     }
+    # Fixed since an earlier operator refused it; clearing its condition fails here.
+    fixed = process(
+        "fixed",
+        status={
+            "conditions": [
+                {
+                    "type": "Synced",
+                    "status": "False",
+                    "reason": "InvalidSpec",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    ).model_dump(by_alias=True, mode="json")
+    w.kube.fail_status.add(("ns", "fixed"))
     w.kube.lists = {
-        "processes": [bad, good],
+        "processes": [bad, fixed, good],
         "cgroups": [
             {
                 "metadata": {"namespace": "ns", "name": "broken", "uid": "c1"},
@@ -215,6 +230,7 @@ def test_startup_lists_each_object_on_its_own() -> None:
     assert "InvalidSpec" in w.kube.reasons("bad")
     assert w.kube.status[("cgroups", "ns", "broken")]["conditions"][0]["reason"] == "InvalidSpec"
     assert "InvalidSpec" in w.kube.reasons("n1")
+    assert "ReconcileError" in w.kube.reasons("fixed")  # its own failure, reported on it
     assert operator.nodes.get("n1") is None
 
 
