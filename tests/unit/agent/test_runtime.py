@@ -1,18 +1,21 @@
-"""Pure domain code, called directly: quantities, validation, back-off, PSI, logs, events, store."""
+"""Running processes, the plain parts called directly: validation, back-off, restart decisions."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from serverlessos_agent.errors import InvalidArgument
-from serverlessos_agent.model import (
+from serverlessos_agent.runtime.records import (
     ProcessSpec,
     Reason,
     Resources,
     RestartPolicy,
     Termination,
 )
-from serverlessos_agent.restart import Backoff, should_restart
-from serverlessos_agent.validation import NodeCapacity, check_spec
+from serverlessos_agent.runtime.restart_policy import Backoff, should_restart
+from serverlessos_agent.runtime.validation import NodeCapacity, check_spec
 
 CAPACITY = NodeCapacity(cpu_millis=2000, memory_bytes=8 * 2**30)
 
@@ -62,3 +65,14 @@ def test_backoff_doubles_caps_and_resets_after_a_healthy_run() -> None:
 )
 def test_restart_decisions(policy: RestartPolicy, reason: Reason, restart: bool) -> None:
     assert should_restart(policy, Termination(reason)) is restart
+
+
+def test_the_fork_server_imports_only_the_standard_library() -> None:
+    """It forks every shim: kept small (see runtime/shim.py), whatever its package imports."""
+    code = (
+        "import sys, serverlessos_agent.runtime.shim; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('grpc', 'google', 'kubernetes', 'prometheus_client', 'serverlessos')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from serverlessos.criu import rpc_pb2 as rpc
 
-from .errors import FailedPrecondition
+from ..errors import FailedPrecondition
 
 # criu check --feature NAME: what each tells us.
 FEATURES = {

@@ -43,11 +43,11 @@ from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.criu import rpc_pb2 as rpc
 from serverlessos.files import atomic_write_json, read_json
 
-from . import convert
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..rpc import convert
+from ..runtime.records import ProcessRecord, Ref, State
+from ..runtime.supervisor import Supervisor
 from .criu import CriuError, CriuInfo, Swrk, checked, log_tail
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from .model import ProcessRecord, Ref, State
-from .supervisor import Supervisor
 from .transfer import Receiver, Source, chunks
 
 log = logging.getLogger(__name__)

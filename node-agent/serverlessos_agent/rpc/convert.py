@@ -7,8 +7,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
-from .events import Event, EventType
-from .model import (
+from ..observe.stats import NodeSample, Pressure
+from ..runtime.records import (
     DEFAULT_NAMESPACE,
     Lease,
     ProcessRecord,
@@ -19,7 +19,7 @@ from .model import (
     State,
     Termination,
 )
-from .stats import NodeSample, Pressure
+from ..storage.event_journal import Event, EventType
 
 _POLICY_FROM_PB = {
     pb.RESTART_POLICY_UNSPECIFIED: RestartPolicy.ALWAYS,

@@ -27,11 +27,13 @@ from typing import Any
 from serverlessos.files import read_json
 from serverlessos.quantity import format_bytes, format_cpu
 
-from .cgroup import CgroupDriver
-from .errors import AlreadyExists, FailedPrecondition, NotFound
-from .events import EventLog, EventType
-from .logs import rotate_if_needed
-from .model import (
+from ..cgroup import CgroupDriver
+from ..errors import AlreadyExists, FailedPrecondition, NotFound
+from ..storage.event_journal import EventJournal, EventType
+from ..storage.log_files import rotate_if_needed
+from ..storage.record_store import RecordStore
+from .procfs import open_pidfd
+from .records import (
     Lease,
     ProcessRecord,
     ProcessSpec,
@@ -42,10 +44,8 @@ from .model import (
     State,
     Termination,
 )
-from .procfs import open_pidfd
-from .restart import Backoff, should_restart
+from .restart_policy import Backoff, should_restart
 from .spawner import Spawner, SpawnRequest
-from .store import RecordStore
 from .validation import NodeCapacity, check_lease, check_resources, check_spec
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Supervisor:
         driver: CgroupDriver,
         *,
         spawner: Spawner,
-        events: EventLog,
+        events: EventJournal,
         capacity: NodeCapacity,
         privilege_problems: list[str] | None = None,
     ) -> None:

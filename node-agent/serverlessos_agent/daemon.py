@@ -1,4 +1,5 @@
-"""The agent daemon: builds the parts, serves gRPC and /metrics, samples stats."""
+"""The agent daemon, its composition root: builds the parts, serves gRPC and /metrics,
+samples stats. Nothing else decides here."""
 
 from __future__ import annotations
 
@@ -18,20 +19,21 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.files import atomic_write_json
 
-from . import __version__, criu
+from . import __version__
 from .cgroup import detect
 from .errors import FailedPrecondition
-from .events import EventLog
-from .metrics import AgentCollector, Metrics, Snapshot
-from .migration import Migrations
-from .privileges import missing_privileges
-from .registration import NodeFacts, Registrar, node_status
-from .restart import Backoff
-from .server import AgentServicer
-from .spawner import Spawner
-from .stats import NodeSample, StatsSampler
-from .supervisor import Supervisor, SupervisorConfig
-from .validation import NodeCapacity
+from .migration import criu
+from .migration.agent_side import Migrations
+from .observe.metrics import AgentCollector, Metrics, Snapshot
+from .observe.node_status import NodeFacts, node_status
+from .observe.stats import NodeSample, StatsSampler
+from .rpc.servicer import AgentServicer
+from .runtime.privileges import missing_privileges
+from .runtime.restart_policy import Backoff
+from .runtime.spawner import Spawner
+from .runtime.supervisor import Supervisor, SupervisorConfig
+from .runtime.validation import NodeCapacity
+from .storage.event_journal import EventJournal
 
 log = logging.getLogger("serverlessos_agent")
 SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
@@ -101,7 +103,7 @@ async def run(config: AgentConfig) -> None:
             f"--node-cgroup {config.node_cgroup}: cannot read its usage: {exc}"
         ) from exc
     capacity = NodeCapacity(sampler.cpu_capacity_millis, sampler.memory_total)
-    events = EventLog(config.state_dir / "events.jsonl")
+    events = EventJournal(config.state_dir / "events.jsonl")
     criu_info = await asyncio.to_thread(criu.detect, config.criu)
     if criu_info is None:
         log.info("no CRIU (%s) on this node: processes cannot be migrated", config.criu)
@@ -195,6 +197,10 @@ async def run(config: AgentConfig) -> None:
 
     tasks = []
     if config.registers:
+        # Imported only here: an agent that does not register never loads the
+        # Kubernetes client.
+        from .observe.registration import Registrar  # noqa: PLC0415
+
         advertise = config.advertise_address or endpoint["grpc"]
         if advertise.startswith(("0.0.0.0:", "[::]:", ":")):
             raise SystemExit(

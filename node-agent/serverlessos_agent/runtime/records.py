@@ -1,7 +1,7 @@
 """The agent's domain records: what a process is asked to be and what it is.
 
 Plain dataclasses, persisted as JSON in the state dir and translated to the
-gRPC messages only at the edge (convert.py).
+gRPC messages only at the edge (rpc/convert.py).
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
-from . import convert
-from .errors import (
+from ..errors import (
     AgentError,
     AlreadyExists,
     FailedPrecondition,
@@ -23,13 +22,14 @@ from .errors import (
     NotFound,
     OutOfRange,
 )
-from .logs import follow, tail
-from .metrics import Metrics
-from .migration import Migrations
-from .model import Ref, State
-from .stats import NodeSample
-from .supervisor import Supervisor
-from .validation import check_label
+from ..migration.agent_side import Migrations
+from ..observe.metrics import Metrics
+from ..observe.stats import NodeSample
+from ..runtime.records import Ref, State
+from ..runtime.supervisor import Supervisor
+from ..runtime.validation import check_label
+from ..storage.log_files import follow, tail
+from . import convert
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The code that runs outside the agent: the fork server and the per-process shims.
 
-The agent starts one fork server (`python -m serverlessos_agent.shim FD`), a
+The agent starts one fork server (`python -m serverlessos_agent.runtime.shim FD`), a
 small single-threaded process, and asks it over a SOCK_SEQPACKET socket to
 start processes. For each, it forks a *shim*: a session leader that
 
@@ -130,7 +130,7 @@ def _restore(request: dict[str, Any]) -> tuple[int, float]:
     """
     from serverlessos.criu import rpc_pb2 as rpc  # noqa: PLC0415 (see serve)
 
-    from .criu import CriuError, Swrk, checked  # noqa: PLC0415
+    from ..migration.criu import CriuError, Swrk, checked  # noqa: PLC0415
 
     restore = request["restore"]
     try:
@@ -238,7 +238,7 @@ def serve(fd: int, can_restore: bool = False) -> NoReturn:
     if can_restore:
         # Restores happen during a migration's downtime: import CRIU's RPC (protobuf)
         # once here, not in every restoring shim.
-        from . import criu  # noqa: F401, PLC0415
+        from ..migration import criu  # noqa: F401, PLC0415
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C is for the agent, which closes us

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cgroup import CgroupDriver, SubtreeUsage
+from ..runtime.records import Ref
 from . import netdev
-from .cgroup import CgroupDriver, SubtreeUsage
-from .model import Ref
 
 PROC = Path("/proc")
 
