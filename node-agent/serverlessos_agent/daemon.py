@@ -26,14 +26,16 @@ from .migration import criu
 from .migration.agent_side import Migrations
 from .observe.metrics import AgentCollector, Metrics, Snapshot
 from .observe.node_status import NodeFacts, node_status
-from .observe.stats import NodeSample, StatsSampler
+from .observe.stats import NodeFigures, StatsSampler
 from .rpc.servicer import AgentServicer
+from .runtime.lifecycle import LifecycleConfig
 from .runtime.privileges import missing_privileges
 from .runtime.restart_policy import Backoff
 from .runtime.spawner import Spawner
-from .runtime.supervisor import Supervisor, SupervisorConfig
-from .runtime.validation import NodeCapacity
+from .runtime.supervisor import Supervisor
 from .storage.event_journal import EventJournal
+from .storage.log_files import rotate_all
+from .storage.record_store import RecordStore
 
 log = logging.getLogger("serverlessos_agent")
 SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
@@ -102,8 +104,8 @@ async def run(config: AgentConfig) -> None:
         raise SystemExit(
             f"--node-cgroup {config.node_cgroup}: cannot read its usage: {exc}"
         ) from exc
-    capacity = NodeCapacity(sampler.cpu_capacity_millis, sampler.memory_total)
-    events = EventJournal(config.state_dir / "events.jsonl")
+    figures = NodeFigures(sampler)
+    journal = EventJournal(config.state_dir / "events.jsonl")
     criu_info = await asyncio.to_thread(criu.detect, config.criu)
     if criu_info is None:
         log.info("no CRIU (%s) on this node: processes cannot be migrated", config.criu)
@@ -115,22 +117,19 @@ async def run(config: AgentConfig) -> None:
             ", ".join(criu_info.features) if criu_info.usable else criu_info.problem,
         )
     spawner = Spawner(can_restore=criu_info is not None and criu_info.usable)
+    store = RecordStore(config.state_dir)
     supervisor = Supervisor(
-        SupervisorConfig(
-            state_dir=config.state_dir,
-            default_grace=config.default_grace,
-            backoff=config.backoff,
-            log_max_bytes=config.log_max_bytes,
-            log_keep=config.log_keep,
-        ),
+        LifecycleConfig(default_grace=config.default_grace, backoff=config.backoff),
         driver,
+        store=store,
+        journal=journal,
         spawner=spawner,
-        events=events,
-        capacity=capacity,
+        capacity=figures.capacity,
         privilege_problems=problems,
     )
-    await supervisor.recover()
-    latest: list[NodeSample] = [sampler.sample(supervisor.groups())]
+    table = supervisor.table
+    await supervisor.adoption.recover()
+    figures.refresh(table.groups())
 
     metrics = Metrics()
     loop = asyncio.get_running_loop()
@@ -139,7 +138,7 @@ async def run(config: AgentConfig) -> None:
             config.node_name,
             driver.version,
             loop,
-            lambda: Snapshot(supervisor.list(), latest[0], supervisor.lease_expiries),
+            lambda: Snapshot(table.list(), figures.latest(), supervisor.leases.expiries),
         )
     )
     server = grpc.aio.server(
@@ -153,14 +152,28 @@ async def run(config: AgentConfig) -> None:
     host, port = split_host_port(config.listen)
     # CRIU's page server (post-copy) listens where the operator reaches this agent.
     advertised = split_host_port(config.advertise_address)[0] if config.advertise_address else host
-    migrations = Migrations(config.node_name, supervisor, criu_info, advertised)
+    migrations = Migrations(
+        config.node_name,
+        table=table,
+        store=store,
+        lifecycle=supervisor.lifecycle,
+        freezer=supervisor.freezer,
+        root=config.state_dir / "migrations",
+        criu=criu_info,
+        page_server_host=advertised,
+    )
     pb_grpc.add_AgentServicer_to_server(
         AgentServicer(
             config.node_name,
-            supervisor,
-            metrics,
-            lambda: latest[0],
-            migrations,
+            table=table,
+            lifecycle=supervisor.lifecycle,
+            resources=supervisor.resources,
+            journal=journal,
+            cgroups=driver,
+            log_keep=config.log_keep,
+            metrics=metrics,
+            latest_sample=figures.latest,
+            migrations=migrations,
             node_cgroup=config.node_cgroup.strip("/"),
         ),
         server,
@@ -213,7 +226,7 @@ async def run(config: AgentConfig) -> None:
             loop.create_task(
                 registrar.run(
                     config.heartbeat_interval,
-                    lambda: node_status(facts, latest[0], len(supervisor.records), not problems),
+                    lambda: node_status(facts, figures.latest(), len(table), not problems),
                 )
             )
         )
@@ -222,12 +235,10 @@ async def run(config: AgentConfig) -> None:
         while True:
             await asyncio.sleep(config.stats_interval)
             try:
-                latest[0] = sampler.sample(supervisor.groups())
-                # A node cgroup's limits may change while the agent runs.
-                supervisor.capacity = NodeCapacity(
-                    latest[0].cpu_capacity_millis, latest[0].memory_total
+                figures.refresh(table.groups())
+                rotate_all(
+                    (Path(r.log_path) for r in table.list()), config.log_max_bytes, config.log_keep
                 )
-                supervisor.rotate_logs()
                 migrations.remove_leftovers()
             except Exception:
                 log.exception("stats sampling failed")
@@ -243,7 +254,7 @@ async def run(config: AgentConfig) -> None:
     with contextlib.suppress(FileNotFoundError):
         (config.state_dir / "agent.json").unlink()
     await server.stop(grace=2)
-    await supervisor.close()
+    supervisor.close()
     await spawner.close()
-    events.close()
+    journal.close()
     os.close(lock_fd)

@@ -45,8 +45,11 @@ from serverlessos.files import atomic_write_json, read_json
 
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..rpc import convert
+from ..runtime.freezing import Freezer
+from ..runtime.lifecycle import Lifecycle
+from ..runtime.process_table import ProcessTable
 from ..runtime.records import ProcessRecord, Ref, State
-from ..runtime.supervisor import Supervisor
+from ..storage.record_store import RecordStore
 from .criu import CriuError, CriuInfo, Swrk, checked, log_tail
 from .transfer import Receiver, Source, chunks
 
@@ -101,13 +104,25 @@ def _dir_size(path: Path, pattern: str = "*") -> int:
 
 class Migrations:
     def __init__(
-        self, node_name: str, supervisor: Supervisor, criu: CriuInfo | None, page_server_host: str
+        self,
+        node_name: str,
+        *,
+        table: ProcessTable,
+        store: RecordStore,
+        lifecycle: Lifecycle,
+        freezer: Freezer,
+        root: Path,
+        criu: CriuInfo | None,
+        page_server_host: str,
     ) -> None:
         self.node_name = node_name
-        self.supervisor = supervisor
+        self._table = table
+        self._store = store
+        self._lifecycle = lifecycle
+        self._freezer = freezer
         self.criu = criu
         self.page_server_host = page_server_host
-        self.root = supervisor.config.state_dir / "migrations"
+        self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._out: dict[str, _Outgoing] = {}
         self._lazy: dict[str, asyncio.subprocess.Process] = {}
@@ -140,7 +155,7 @@ class Migrations:
             raise InvalidArgument(f"unsupported migration mode {mode}")
         lazy = mode == pb.MIGRATION_MODE_POST_COPY
         async with self._lock(migration_id):
-            record = await self.supervisor.freeze(ref, migration_id)
+            record = await self._freezer.freeze(ref, migration_id)
             assert record.run is not None
             directory = self._dir(migration_id)
             shutil.rmtree(directory, ignore_errors=True)
@@ -163,7 +178,7 @@ class Migrations:
                 else:
                     frozen_at = await self._dump(out, binary, record, images)
                 dump_seconds = time.time() - started
-                self._hold(record)
+                self._freezer.hold(record)
                 await progress(
                     pb.CheckpointProgress(
                         stage=pb.CheckpointProgress.STAGE_DUMPED,
@@ -243,22 +258,6 @@ class Migrations:
                 await ready
             os.close(ready_r)
         return frozen[0]
-
-    def _hold(self, record: ProcessRecord) -> None:
-        """Freeze the checkpointed tree in its cgroup too. CRIU's stop is not enough:
-        a CRIU that fails late (e.g. post-copy's page server losing the target after
-        the target resumed) detaches and lets the tree run, which would make two
-        copies. Frozen, it runs again only by a rollback (supervisor.resume)."""
-        try:
-            held = self.supervisor.driver.freeze(record.cgroup, True)
-        except FailedPrecondition as exc:
-            held = False
-            log.warning("cannot freeze %s's cgroup: %s", record.ref, exc)
-        if not held:
-            log.warning(
-                "%s: no cgroup freezer; the checkpointed process is held by CRIU's stop only",
-                record.ref,
-            )
 
     def _dump_call(  # noqa: PLR0917 (run_in_executor passes positionals)
         self,
@@ -365,7 +364,7 @@ class Migrations:
                 out.swrk.close()  # reaps it
                 out.swrk = None
         self._out.pop(migration_id, None)
-        resumed = await self.supervisor.resume(ref, migration_id, why)
+        resumed = await self._freezer.resume(ref, migration_id, why)
         shutil.rmtree(self._dir(migration_id), ignore_errors=True)
         return resumed
 
@@ -382,9 +381,9 @@ class Migrations:
                 namespace=header.process.spec.owner.namespace, name=header.process.spec.name
             )
         )
-        if ref in self.supervisor.records:
+        if ref in self._table:
             raise AlreadyExists(f"process {ref} already exists on node {self.node_name}")
-        expected_workdir = str(self.supervisor.store.dir(ref) / "work")
+        expected_workdir = str(self._store.dir(ref) / "work")
         if header.workdir != expected_workdir:
             raise FailedPrecondition(
                 f"the source keeps the process at {header.workdir}, this node at "
@@ -430,13 +429,13 @@ class Migrations:
             meta, header = self._meta(migration_id)
             spec = convert.spec_from_pb(header.process.spec)
             if meta["state"] == "restored":
-                record = self.supervisor.get(spec.ref)
+                record = self._table.get(spec.ref)
                 return record, float(meta["resumed_at"]), float(meta["restore_seconds"])
             if meta["state"] != "received":
                 raise FailedPrecondition(f"the checkpoint of {migration_id} is {meta['state']}")
             started = time.time()
             # The process's files go where CRIU expects them (the same paths as on the source).
-            process_dir = self.supervisor.store.prepare(spec.ref)
+            process_dir = self._store.prepare(spec.ref)
             for sub in ("work", "logs"):
                 if (directory / sub).exists():
                     shutil.rmtree(process_dir / sub, ignore_errors=True)
@@ -445,7 +444,7 @@ class Migrations:
             if lazy:
                 await self._start_lazy_pages(migration_id, binary, directory / "images", header)
             try:
-                record = await self.supervisor.restore_process(
+                record = await self._lifecycle.restore_process(
                     spec,
                     uid=header.process.uid,
                     restarts=header.process.restarts,
@@ -532,7 +531,7 @@ class Migrations:
         async with self._lock(migration_id):
             directory = self._dir(migration_id)
             meta = read_json(directory / "meta.json") or {}
-            record = self.supervisor.records.get(ref)
+            record = self._table.find(ref)
             out = self._out.get(migration_id)
             frozen_here = (
                 record is not None
@@ -569,12 +568,9 @@ class Migrations:
             out.swrk.kill()
             out.swrk.close()
         self._out.pop(migration_id, None)
-        if ref in self.supervisor.records:
-            record = self.supervisor.records[ref]
-            if record.migration_id == migration_id:
-                await self.supervisor.stop_process(
-                    ref, grace=0, message=f"migrated ({migration_id})"
-                )
+        record = self._table.find(ref)
+        if record is not None and record.migration_id == migration_id:
+            await self._lifecycle.stop_process(ref, grace=0, message=f"migrated ({migration_id})")
         shutil.rmtree(self._dir(migration_id), ignore_errors=True)
         return outcome
 
@@ -591,7 +587,7 @@ class Migrations:
         await self._stop_lazy_pages(migration_id)
         outcome = "discarded the received checkpoint"
         if record is not None and record.migration_id == migration_id:
-            await self.supervisor.stop_process(ref, grace=0, message="migration rolled back")
+            await self._lifecycle.stop_process(ref, grace=0, message="migration rolled back")
             outcome = "killed the restored copy and discarded the checkpoint"
         shutil.rmtree(directory, ignore_errors=True)
         return outcome

@@ -1,4 +1,4 @@
-"""The gRPC edge: decode requests, call the supervisor, encode replies, map errors."""
+"""The gRPC edge: decode requests, call the domain, encode replies, map errors."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
+from ..cgroup import CgroupDriver
 from ..errors import (
     AgentError,
     AlreadyExists,
@@ -25,9 +26,12 @@ from ..errors import (
 from ..migration.agent_side import Migrations
 from ..observe.metrics import Metrics
 from ..observe.stats import NodeSample
-from ..runtime.records import Ref, State
-from ..runtime.supervisor import Supervisor
+from ..runtime.lifecycle import Lifecycle
+from ..runtime.limits import ResourceUpdates
+from ..runtime.process_table import ProcessTable
+from ..runtime.records import ProcessRecord, Ref, State
 from ..runtime.validation import check_label
+from ..storage.event_journal import EventJournal
 from ..storage.log_files import follow, tail
 from . import convert
 
@@ -100,54 +104,64 @@ class AgentServicer(pb_grpc.AgentServicer):
     def __init__(
         self,
         node_name: str,
-        supervisor: Supervisor,
+        *,
+        table: ProcessTable,
+        lifecycle: Lifecycle,
+        resources: ResourceUpdates,
+        journal: EventJournal,
+        cgroups: CgroupDriver,
+        log_keep: int,
         metrics: Metrics,
         latest_sample: Callable[[], NodeSample],
         migrations: Migrations,
-        *,
         node_cgroup: str = "",
     ) -> None:
         self.node_name = node_name
         self.node_cgroup = node_cgroup
-        self.supervisor = supervisor
-        self.metrics = metrics
-        self.latest_sample = latest_sample
-        self.migrations = migrations
+        self.metrics = metrics  # the unary wrapper times every call into it
+        self._table = table
+        self._lifecycle = lifecycle
+        self._resources = resources
+        self._journal = journal
+        self._cgroups = cgroups
+        self._log_keep = log_keep
+        self._latest_sample = latest_sample
+        self._migrations = migrations
 
-    def _pb(self, record: Any) -> pb.Process:
-        return convert.process_to_pb(record, self.supervisor.driver.display_path(record.cgroup))
+    def _pb(self, record: ProcessRecord) -> pb.Process:
+        return convert.process_to_pb(record, self._cgroups.display_path(record.cgroup))
 
     @unary
     async def StartProcess(self, request: pb.StartProcessRequest, context: Any) -> pb.Process:
         spec = convert.spec_from_pb(request.spec)
         lease = convert.lease_from_pb(request.lease) if request.HasField("lease") else None
-        record = await _finish_even_if_cancelled(self.supervisor.start_process(spec, lease))
+        record = await _finish_even_if_cancelled(self._lifecycle.start_process(spec, lease))
         return self._pb(record)
 
     @unary
     async def StopProcess(self, request: pb.StopProcessRequest, context: Any) -> pb.Process:
         grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
         ref = _ref(request.ref)
-        record = await _finish_even_if_cancelled(self.supervisor.stop_process(ref, grace))
+        record = await _finish_even_if_cancelled(self._lifecycle.stop_process(ref, grace))
         return self._pb(record)
 
     @unary
     async def GetProcess(self, request: pb.GetProcessRequest, context: Any) -> pb.Process:
-        return self._pb(self.supervisor.get(_ref(request.ref)))
+        return self._pb(self._table.get(_ref(request.ref)))
 
     @unary
     async def ListProcesses(
         self, request: pb.ListProcessesRequest, context: Any
     ) -> pb.ListProcessesResponse:
         return pb.ListProcessesResponse(
-            processes=[self._pb(r) for r in self.supervisor.list(request.namespace)],
-            revision=self.supervisor.events.revision,
+            processes=[self._pb(r) for r in self._table.list(request.namespace)],
+            revision=self._journal.revision,
         )
 
     @unary
     async def UpdateResources(self, request: pb.UpdateResourcesRequest, context: Any) -> pb.Process:
         lease = convert.lease_from_pb(request.lease) if request.HasField("lease") else None
-        record = await self.supervisor.update_resources(
+        record = await self._resources.update_resources(
             _ref(request.ref), convert.resources_from_pb(request.resources), lease
         )
         return self._pb(record)
@@ -155,14 +169,14 @@ class AgentServicer(pb_grpc.AgentServicer):
     @unary
     async def GetNodeStats(self, request: pb.GetNodeStatsRequest, context: Any) -> pb.NodeStats:
         return convert.node_stats_to_pb(
-            self.node_name, self.supervisor.driver.version, self.latest_sample(), self.node_cgroup
+            self.node_name, self._cgroups.version, self._latest_sample(), self.node_cgroup
         )
 
     async def WatchProcesses(
         self, request: pb.WatchProcessesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProcessEvent]:
         try:
-            async for event in self.supervisor.events.watch(request.since_seq):
+            async for event in self._journal.watch(request.since_seq):
                 if not request.namespace or event.namespace == request.namespace:
                     yield convert.event_to_pb(event)
         except AgentError as exc:
@@ -173,21 +187,21 @@ class AgentServicer(pb_grpc.AgentServicer):
     ) -> AsyncIterator[pb.LogChunk]:
         try:
             ref = _ref(request.ref)
-            record = self.supervisor.get(ref)
+            record = self._table.get(ref)
             if request.tail_lines < 0:
                 raise InvalidArgument("tail_lines must be >= 0 (0 = everything retained)")
         except AgentError as exc:
             await context.abort(_code(exc), str(exc))
             return
         path = Path(record.log_path)
-        data, offset = tail(path, request.tail_lines, self.supervisor.config.log_keep)
+        data, offset = tail(path, request.tail_lines, self._log_keep)
         if data:
             yield pb.LogChunk(data=data)
         if not request.follow:
             return
 
         def finished() -> bool:
-            current = self.supervisor.records.get(ref)
+            current = self._table.find(ref)
             return current is not record or current.state in (State.SUCCEEDED, State.FAILED)
 
         async for chunk in follow(path, offset, finished):
@@ -206,7 +220,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             # Finished even if the caller goes away: a half-done checkpoint would leave
             # the process frozen (the work resumes it itself when it fails).
             work = asyncio.get_running_loop().create_task(
-                self.migrations.checkpoint(
+                self._migrations.checkpoint(
                     ref, request.migration_id, request.target_endpoint, request.mode, queue.put
                 )
             )
@@ -239,7 +253,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ReceiveCheckpointResponse:
         try:
-            received = await self.migrations.receive(request_iterator)
+            received = await self._migrations.receive(request_iterator)
         except AgentError as exc:
             await context.abort(_code(exc), str(exc))
             raise AssertionError("unreachable") from exc
@@ -250,7 +264,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         self, request: pb.RestoreProcessRequest, context: Any
     ) -> pb.RestoreProcessResponse:
         record, resumed_at, seconds = await _finish_even_if_cancelled(
-            self.migrations.restore(request.migration_id)
+            self._migrations.restore(request.migration_id)
         )
         return pb.RestoreProcessResponse(
             process=self._pb(record),
@@ -264,6 +278,8 @@ class AgentServicer(pb_grpc.AgentServicer):
     ) -> pb.FinishMigrationResponse:
         timeout = request.timeout_seconds if request.HasField("timeout_seconds") else 600.0
         outcome = await _finish_even_if_cancelled(
-            self.migrations.finish(request.migration_id, _ref(request.ref), request.commit, timeout)
+            self._migrations.finish(
+                request.migration_id, _ref(request.ref), request.commit, timeout
+            )
         )
         return pb.FinishMigrationResponse(outcome=outcome)
