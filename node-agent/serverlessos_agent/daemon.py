@@ -23,7 +23,10 @@ from . import __version__
 from .cgroup import detect
 from .errors import FailedPrecondition
 from .migration import criu
-from .migration.agent_side import Migrations
+from .migration.directory import MigrationDirs
+from .migration.finish import MigrationFinisher
+from .migration.source import CheckpointSource
+from .migration.target import CheckpointTarget
 from .observe.metrics import AgentCollector, Metrics, Snapshot
 from .observe.node_status import NodeFacts, node_status
 from .observe.stats import NodeFigures, StatsSampler
@@ -152,15 +155,24 @@ async def run(config: AgentConfig) -> None:
     host, port = split_host_port(config.listen)
     # CRIU's page server (post-copy) listens where the operator reaches this agent.
     advertised = split_host_port(config.advertise_address)[0] if config.advertise_address else host
-    migrations = Migrations(
+    dirs = MigrationDirs(config.state_dir / "migrations")
+    source = CheckpointSource(
+        config.node_name,
+        freezer=supervisor.freezer,
+        dirs=dirs,
+        criu=criu_info,
+        page_server_host=advertised,
+    )
+    target = CheckpointTarget(
         config.node_name,
         table=table,
         store=store,
         lifecycle=supervisor.lifecycle,
-        freezer=supervisor.freezer,
-        root=config.state_dir / "migrations",
+        dirs=dirs,
         criu=criu_info,
-        page_server_host=advertised,
+    )
+    finisher = MigrationFinisher(
+        table=table, lifecycle=supervisor.lifecycle, source=source, target=target, dirs=dirs
     )
     pb_grpc.add_AgentServicer_to_server(
         AgentServicer(
@@ -173,7 +185,9 @@ async def run(config: AgentConfig) -> None:
             log_keep=config.log_keep,
             metrics=metrics,
             latest_sample=figures.latest,
-            migrations=migrations,
+            source=source,
+            target=target,
+            finisher=finisher,
             node_cgroup=config.node_cgroup.strip("/"),
         ),
         server,
@@ -239,7 +253,7 @@ async def run(config: AgentConfig) -> None:
                 rotate_all(
                     (Path(r.log_path) for r in table.list()), config.log_max_bytes, config.log_keep
                 )
-                migrations.remove_leftovers()
+                dirs.remove_leftovers()
             except Exception:
                 log.exception("stats sampling failed")
 

@@ -23,7 +23,9 @@ from ..errors import (
     NotFound,
     OutOfRange,
 )
-from ..migration.agent_side import Migrations
+from ..migration.finish import MigrationFinisher
+from ..migration.source import CheckpointSource
+from ..migration.target import CheckpointTarget
 from ..observe.metrics import Metrics
 from ..observe.stats import NodeSample
 from ..runtime.lifecycle import Lifecycle
@@ -113,7 +115,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         log_keep: int,
         metrics: Metrics,
         latest_sample: Callable[[], NodeSample],
-        migrations: Migrations,
+        source: CheckpointSource,
+        target: CheckpointTarget,
+        finisher: MigrationFinisher,
         node_cgroup: str = "",
     ) -> None:
         self.node_name = node_name
@@ -126,7 +130,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         self._cgroups = cgroups
         self._log_keep = log_keep
         self._latest_sample = latest_sample
-        self._migrations = migrations
+        self._source = source
+        self._target = target
+        self._finisher = finisher
 
     def _pb(self, record: ProcessRecord) -> pb.Process:
         return convert.process_to_pb(record, self._cgroups.display_path(record.cgroup))
@@ -220,7 +226,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             # Finished even if the caller goes away: a half-done checkpoint would leave
             # the process frozen (the work resumes it itself when it fails).
             work = asyncio.get_running_loop().create_task(
-                self._migrations.checkpoint(
+                self._source.checkpoint(
                     ref, request.migration_id, request.target_endpoint, request.mode, queue.put
                 )
             )
@@ -253,7 +259,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ReceiveCheckpointResponse:
         try:
-            received = await self._migrations.receive(request_iterator)
+            received = await self._target.receive(request_iterator)
         except AgentError as exc:
             await context.abort(_code(exc), str(exc))
             raise AssertionError("unreachable") from exc
@@ -264,7 +270,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         self, request: pb.RestoreProcessRequest, context: Any
     ) -> pb.RestoreProcessResponse:
         record, resumed_at, seconds = await _finish_even_if_cancelled(
-            self._migrations.restore(request.migration_id)
+            self._target.restore(request.migration_id)
         )
         return pb.RestoreProcessResponse(
             process=self._pb(record),
@@ -278,8 +284,6 @@ class AgentServicer(pb_grpc.AgentServicer):
     ) -> pb.FinishMigrationResponse:
         timeout = request.timeout_seconds if request.HasField("timeout_seconds") else 600.0
         outcome = await _finish_even_if_cancelled(
-            self._migrations.finish(
-                request.migration_id, _ref(request.ref), request.commit, timeout
-            )
+            self._finisher.finish(request.migration_id, _ref(request.ref), request.commit, timeout)
         )
         return pb.FinishMigrationResponse(outcome=outcome)
