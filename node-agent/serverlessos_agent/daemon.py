@@ -12,17 +12,13 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from serverlessos.agent.v1alpha1 import agent_pb2 as pb
-from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.files import atomic_write_json
 
 from . import __version__
-from .cgroup import detect
+from .cgroup import CgroupDriver, detect
 from .errors import FailedPrecondition
 from .migration import criu
+from .migration.criu import CriuInfo
 from .migration.directory import MigrationDirs
 from .migration.finish import MigrationFinisher
 from .migration.source import CheckpointSource
@@ -30,6 +26,7 @@ from .migration.target import CheckpointTarget
 from .observe.metrics import AgentCollector, Metrics, Snapshot
 from .observe.node_status import NodeFacts, node_status
 from .observe.stats import NodeFigures, StatsSampler
+from .rpc.server import AgentServer
 from .rpc.servicer import AgentServicer
 from .runtime.lifecycle import LifecycleConfig
 from .runtime.privileges import missing_privileges
@@ -41,7 +38,6 @@ from .storage.log_files import rotate_all
 from .storage.record_store import RecordStore
 
 log = logging.getLogger("serverlessos_agent")
-SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
 
 
 @dataclass(frozen=True)
@@ -89,8 +85,8 @@ def _lock_state_dir(state_dir: Path) -> int:
     return fd
 
 
-async def run(config: AgentConfig) -> None:
-    lock_fd = _lock_state_dir(config.state_dir)
+def _cgroups(config: AgentConfig) -> tuple[CgroupDriver, list[str]]:
+    """The cgroup driver, and what keeps this node from starting processes (if anything)."""
     driver = detect(config.cgroup_root, config.cgroup_driver)
     problems = missing_privileges()
     try:
@@ -100,15 +96,10 @@ async def run(config: AgentConfig) -> None:
         problems.append(str(exc))
     for problem in problems:
         log.warning("cannot start processes on this node: %s", problem)
+    return driver, problems
 
-    try:
-        sampler = StatsSampler(driver, node_cgroup=config.node_cgroup)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(
-            f"--node-cgroup {config.node_cgroup}: cannot read its usage: {exc}"
-        ) from exc
-    figures = NodeFigures(sampler)
-    journal = EventJournal(config.state_dir / "events.jsonl")
+
+async def _criu(config: AgentConfig) -> CriuInfo | None:
     criu_info = await asyncio.to_thread(criu.detect, config.criu)
     if criu_info is None:
         log.info("no CRIU (%s) on this node: processes cannot be migrated", config.criu)
@@ -119,6 +110,21 @@ async def run(config: AgentConfig) -> None:
             criu_info.path,
             ", ".join(criu_info.features) if criu_info.usable else criu_info.problem,
         )
+    return criu_info
+
+
+async def run(config: AgentConfig) -> None:
+    lock_fd = _lock_state_dir(config.state_dir)
+    driver, problems = _cgroups(config)
+    try:
+        sampler = StatsSampler(driver, node_cgroup=config.node_cgroup)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"--node-cgroup {config.node_cgroup}: cannot read its usage: {exc}"
+        ) from exc
+    figures = NodeFigures(sampler)
+    journal = EventJournal(config.state_dir / "events.jsonl")
+    criu_info = await _criu(config)
     spawner = Spawner(can_restore=criu_info is not None and criu_info.usable)
     store = RecordStore(config.state_dir)
     supervisor = Supervisor(
@@ -144,14 +150,6 @@ async def run(config: AgentConfig) -> None:
             lambda: Snapshot(table.list(), figures.latest(), supervisor.leases.expiries),
         )
     )
-    server = grpc.aio.server(
-        options=[
-            # Let clients (the operator) ping idle streams to detect a dead node.
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-            ("grpc.http2.max_ping_strikes", 0),
-        ]
-    )
     host, port = split_host_port(config.listen)
     # CRIU's page server (post-copy) listens where the operator reaches this agent.
     advertised = split_host_port(config.advertise_address)[0] if config.advertise_address else host
@@ -174,7 +172,7 @@ async def run(config: AgentConfig) -> None:
     finisher = MigrationFinisher(
         table=table, lifecycle=supervisor.lifecycle, source=source, target=target, dirs=dirs
     )
-    pb_grpc.add_AgentServicer_to_server(
+    server = AgentServer(
         AgentServicer(
             config.node_name,
             table=table,
@@ -189,21 +187,12 @@ async def run(config: AgentConfig) -> None:
             target=target,
             finisher=finisher,
             node_cgroup=config.node_cgroup.strip("/"),
-        ),
-        server,
+        )
     )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    bound = server.bind(host, port)
     if bound == 0:
         raise SystemExit(f"cannot listen on {config.listen}")
     await server.start()
-    status = health_pb2.HealthCheckResponse.SERVING
-    await health_servicer.set("", status)
-    await health_servicer.set(SERVICE, status)
 
     endpoint = {"node": config.node_name, "grpc": f"{host}:{bound}", "version": __version__}
     if config.metrics_listen:

@@ -1,12 +1,12 @@
-"""The gRPC edge: decode requests, call the domain, encode replies, map errors."""
+"""The gRPC edge: decode a request, call the domain, encode the reply. No rules here:
+errors become status codes in status.py, messages become records in convert.py."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,14 +15,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
 from ..cgroup import CgroupDriver
-from ..errors import (
-    AgentError,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-)
+from ..errors import AgentError, InvalidArgument
 from ..migration.finish import MigrationFinisher
 from ..migration.source import CheckpointSource
 from ..migration.target import CheckpointTarget
@@ -31,60 +24,14 @@ from ..observe.stats import NodeSample
 from ..runtime.lifecycle import Lifecycle
 from ..runtime.limits import ResourceUpdates
 from ..runtime.process_table import ProcessTable
-from ..runtime.records import ProcessRecord, Ref, State
+from ..runtime.records import ProcessRecord, Ref
 from ..runtime.validation import check_label
 from ..storage.event_journal import EventJournal
 from ..storage.log_files import follow, tail
 from . import convert
+from .status import code_for, internal_error, unary
 
 log = logging.getLogger(__name__)
-
-CODES: dict[type[AgentError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-}
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-
-
-def _code(exc: AgentError) -> grpc.StatusCode:
-    for cls in type(exc).__mro__:
-        if cls in CODES:
-            return CODES[cls]
-    return grpc.StatusCode.UNKNOWN
-
-
-def unary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Map domain errors to status codes and time the call."""
-
-    @functools.wraps(method)
-    async def wrapper(
-        self: AgentServicer, request: Req, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Resp:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return await method(self, request, context)
-        except AgentError as exc:
-            code = _code(exc)
-            await context.abort(code, str(exc))
-        except Exception as exc:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed", method.__name__)
-            await context.abort(code, f"internal error in the agent: {exc!r}")
-        finally:
-            self.metrics.rpc_duration.labels(method.__name__, code.name).observe(
-                time.perf_counter() - started
-            )
-        raise AssertionError("unreachable")
-
-    return wrapper
-
 
 T = TypeVar("T")
 
@@ -186,7 +133,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 if not request.namespace or event.namespace == request.namespace:
                     yield convert.event_to_pb(event)
         except AgentError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(code_for(exc), str(exc))
 
     async def ReadLogs(
         self, request: pb.ReadLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -197,7 +144,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             if request.tail_lines < 0:
                 raise InvalidArgument("tail_lines must be >= 0 (0 = everything retained)")
         except AgentError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(code_for(exc), str(exc))
             return
         path = Path(record.log_path)
         data, offset = tail(path, request.tail_lines, self._log_keep)
@@ -205,12 +152,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             yield pb.LogChunk(data=data)
         if not request.follow:
             return
-
-        def finished() -> bool:
-            current = self._table.find(ref)
-            return current is not record or current.state in (State.SUCCEEDED, State.FAILED)
-
-        async for chunk in follow(path, offset, finished):
+        async for chunk in follow(path, offset, lambda: self._table.finished(record)):
             yield pb.LogChunk(data=chunk)
 
     # ----- live migration --------------------------------------------------
@@ -242,12 +184,12 @@ class AgentServicer(pb_grpc.AgentServicer):
                 await work  # raises its error
                 return
         except AgentError as exc:
-            code = _code(exc)
+            code = code_for(exc)
             await context.abort(code, str(exc))
         except Exception as exc:
             code = grpc.StatusCode.INTERNAL
             log.exception("CheckpointProcess failed")
-            await context.abort(code, f"internal error in the agent: {exc!r}")
+            await context.abort(code, internal_error(exc))
         finally:
             self.metrics.rpc_duration.labels("CheckpointProcess", code.name).observe(
                 time.perf_counter() - started
@@ -261,7 +203,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         try:
             received = await self._target.receive(request_iterator)
         except AgentError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(code_for(exc), str(exc))
             raise AssertionError("unreachable") from exc
         return pb.ReceiveCheckpointResponse(received_bytes=received)
 

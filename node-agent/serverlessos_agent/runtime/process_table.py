@@ -90,6 +90,13 @@ class ProcessTable:
             if not namespace or ref.namespace == namespace
         ]
 
+    def finished(self, record: ProcessRecord) -> bool:
+        """Whether nothing more will run under this record (so its log is complete):
+        it was stopped (gone, or replaced by a new process of that name), or it
+        ended for good (Succeeded, Failed)."""
+        current = self._records.get(record.ref)
+        return current is not record or current.state in (State.SUCCEEDED, State.FAILED)
+
     def groups(self) -> dict[Ref, str]:
         """Cgroups of processes that currently have one (for stats)."""
         return {ref: r.cgroup for ref, r in self._records.items() if r.state != State.PENDING}

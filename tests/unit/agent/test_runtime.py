@@ -355,3 +355,23 @@ def test_the_run_a_shim_recorded_is_adopted_only_for_the_current_attempt(tmp_pat
     assert run == Run(attempt=0, shim_pid=20, shim_start=7, pid=21, pid_start=8, started_at=3.0)
     record.attempt = 1
     assert launcher.run_from_shim(record) is None, "an older attempt's shim is not this run"
+
+
+def test_a_log_is_complete_once_its_record_ended_for_good_or_went(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        table, _, journal = _table(tmp_path)
+        record = _running()
+        table.add(record)
+        assert not table.finished(record)
+        record.state = State.BACKOFF  # it will run again
+        assert not table.finished(record)
+        record.state = State.SUCCEEDED
+        assert table.finished(record)
+        record.state = State.RUNNING
+        table.forget(record)
+        assert table.finished(record)
+        table.add(_running())  # a new process of the same name is another log's
+        assert table.finished(record)
+        journal.close()
+
+    asyncio.run(scenario())
