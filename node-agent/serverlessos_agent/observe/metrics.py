@@ -1,6 +1,6 @@
 """Prometheus metrics of the agent (`serverlessos_agent_*`), served on /metrics.
 
-Process and node figures are read at scrape time from the supervisor and the
+Process and node figures are read at scrape time from the process table and the
 latest stats sample, on the agent's event loop (the HTTP server runs in its own
 thread), so a scrape never sees a half-updated record.
 """

@@ -67,8 +67,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         finisher: MigrationFinisher,
         node_cgroup: str = "",
     ) -> None:
-        self.node_name = node_name
-        self.node_cgroup = node_cgroup
+        self._node_name = node_name
+        self._node_cgroup = node_cgroup
         self.metrics = metrics  # the unary wrapper times every call into it
         self._table = table
         self._lifecycle = lifecycle
@@ -122,7 +122,7 @@ class AgentServicer(pb_grpc.AgentServicer):
     @unary
     async def GetNodeStats(self, request: pb.GetNodeStatsRequest, context: Any) -> pb.NodeStats:
         return convert.node_stats_to_pb(
-            self.node_name, self._cgroups.version, self._latest_sample(), self.node_cgroup
+            self._node_name, self._cgroups.version, self._latest_sample(), self._node_cgroup
         )
 
     async def WatchProcesses(

@@ -30,15 +30,15 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class Launcher:
     def __init__(self, driver: CgroupDriver, spawner: Spawner, store: RecordStore) -> None:
-        self.driver = driver
-        self.spawner = spawner
-        self.store = store
+        self._driver = driver
+        self._spawner = spawner
+        self._store = store
 
     def prepare_cgroup(self, record: ProcessRecord) -> None:
         # Idempotent, and done before every run: after a host reboot the records
         # survive but the (in-memory) cgroup hierarchy does not.
-        self.driver.create(record.cgroup)
-        self.driver.set_limits(record.cgroup, record.spec.resources)
+        self._driver.create(record.cgroup)
+        self._driver.set_limits(record.cgroup, record.spec.resources)
 
     async def spawn(
         self, record: ProcessRecord, live: Live, restore: dict[str, Any] | None = None
@@ -47,12 +47,12 @@ class Launcher:
         failed (a failed exec is not an exception). A failed restore raises: nothing ran."""
         spec = record.spec
         self.prepare_cgroup(record)
-        run_dir = self.store.run_dir(spec.ref)
+        run_dir = self._store.run_dir(spec.ref)
         for stale in ("shim.json", "exit.json"):
             with contextlib.suppress(FileNotFoundError):
                 (run_dir / stale).unlink()
         try:
-            oom_before = self.driver.stats(record.cgroup).oom_kills
+            oom_before = self._driver.stats(record.cgroup).oom_kills
         except (OSError, ValueError):
             oom_before = 0
         request = SpawnRequest(
@@ -61,13 +61,13 @@ class Launcher:
             cwd=spec.working_dir or record.workdir,
             log=record.log_path,
             run_dir=str(run_dir),
-            procs=[str(p) for p in self.driver.procs_files(record.cgroup)],
-            shim_procs=[str(p) for p in self.driver.procs_files(self.driver.shim_group)],
+            procs=[str(p) for p in self._driver.procs_files(record.cgroup)],
+            shim_procs=[str(p) for p in self._driver.procs_files(self._driver.shim_group)],
             attempt=record.attempt,
             restore=restore,
         )
         live.exited.clear()
-        result = await self.spawner.spawn(request)
+        result = await self._spawner.spawn(request)
         if not result.ok and restore is not None:
             raise FailedPrecondition(result.error)  # the caller rolls back; nothing ran
         if not result.ok:
@@ -112,7 +112,7 @@ class Launcher:
         self, record: ProcessRecord, run: Run, *, observed_after_restart: bool
     ) -> Termination:
         """How the run ended, from the shim's exit.json and the cgroup's OOM counter."""
-        exit_info = read_json(self.store.run_dir(record.ref) / "exit.json")
+        exit_info = read_json(self._store.run_dir(record.ref) / "exit.json")
         if not exit_info or exit_info.get("attempt") != run.attempt:
             return Termination(
                 reason=Reason.UNKNOWN,
@@ -124,7 +124,7 @@ class Launcher:
             )
         code, sig = int(exit_info["exit_code"]), int(exit_info["signal"])
         try:
-            oom_now = self.driver.stats(record.cgroup).oom_kills
+            oom_now = self._driver.stats(record.cgroup).oom_kills
         except (OSError, ValueError):
             oom_now = run.oom_kills_before
         if oom_now > run.oom_kills_before and (sig == signal.SIGKILL or code != 0):
@@ -157,7 +157,7 @@ class Launcher:
 
     def run_from_shim(self, record: ProcessRecord) -> Run | None:
         """The current attempt's run as its shim recorded it (run/shim.json), if it started."""
-        info = read_json(self.store.run_dir(record.ref) / "shim.json")
+        info = read_json(self._store.run_dir(record.ref) / "shim.json")
         if not info or info.get("attempt") != record.attempt:
             return None
         return Run(
@@ -174,14 +174,14 @@ class Launcher:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(live.pid_fd, sig)
         elif sig == signal.SIGKILL:
-            self.driver.kill(record.cgroup)
+            self._driver.kill(record.cgroup)
 
     async def remove_cgroup(self, group: str) -> None:
         for _ in range(50):  # dying processes leave the cgroup within milliseconds
             try:
-                self.driver.remove(group)
+                self._driver.remove(group)
                 return
             except FailedPrecondition:
-                self.driver.kill(group)
+                self._driver.kill(group)
                 await asyncio.sleep(0.02)
-        self.driver.remove(group)
+        self._driver.remove(group)

@@ -30,10 +30,10 @@ class Limits:
     """Writes a record's limits to its cgroup, and reads what it uses against them."""
 
     def __init__(self, driver: CgroupDriver) -> None:
-        self.driver = driver
+        self._driver = driver
 
     def apply(self, record: ProcessRecord, resources: Resources) -> None:
-        self.driver.set_limits(record.cgroup, resources)
+        self._driver.set_limits(record.cgroup, resources)
         record.spec = dataclasses.replace(record.spec, resources=resources)
 
     def memory_in_use(self, record: ProcessRecord) -> int | None:
@@ -41,7 +41,7 @@ class Limits:
         if record.run is None:
             return None
         try:
-            return self.driver.stats(record.cgroup).memory_current
+            return self._driver.stats(record.cgroup).memory_current
         except (OSError, ValueError):
             return None
 
