@@ -17,8 +17,6 @@ from serverlessos.files import atomic_write_json
 from . import __version__
 from .cgroup import CgroupDriver, detect
 from .errors import FailedPrecondition
-from .migration import criu
-from .migration.criu import CriuInfo
 from .migration.directory import MigrationDirs
 from .migration.finish import MigrationFinisher
 from .migration.source import CheckpointSource
@@ -28,6 +26,8 @@ from .observe.node_status import NodeFacts, node_status
 from .observe.stats import NodeFigures, StatsSampler
 from .rpc.server import AgentServer
 from .rpc.servicer import AgentServicer
+from .runtime import criu
+from .runtime.criu import CriuInfo
 from .runtime.lifecycle import LifecycleConfig
 from .runtime.privileges import missing_privileges
 from .runtime.restart_policy import Backoff

@@ -20,6 +20,6 @@ path in a mount namespace per node).
 
 On disk, per migration: <state>/migrations/<id>/ with meta.json (what it is and
 how far it got), images/ (CRIU's checkpoint), and, on the target until the
-restore, work/ and logs/ (directory.py). CRIU itself: criu.py; the checkpoint
+restore, work/ and logs/ (directory.py). CRIU itself: ../runtime/criu.py; the checkpoint
 stream between agents: transfer.py.
 """

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
+from ..records import ProcessRecord, Ref, State
 from ..runtime.lifecycle import Lifecycle
 from ..runtime.process_table import ProcessTable
-from ..runtime.records import ProcessRecord, Ref, State
 from .directory import MigrationDirs
 from .source import CheckpointSource
 from .target import CheckpointTarget

@@ -22,11 +22,11 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.criu import rpc_pb2 as rpc
 
+from .. import convert
 from ..errors import FailedPrecondition, InvalidArgument
-from ..rpc import convert
+from ..records import ProcessRecord, Ref
+from ..runtime.criu import LAZY_READY_TIMEOUT, CriuError, CriuInfo, Swrk, checked, usable_binary
 from ..runtime.freezing import Freezer
-from ..runtime.records import ProcessRecord, Ref
-from .criu import LAZY_READY_TIMEOUT, CriuError, CriuInfo, Swrk, checked, usable_binary
 from .directory import MigrationDirs
 from .transfer import Source, chunks
 

@@ -21,13 +21,13 @@ from typing import Any
 
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
+from .. import convert
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ..rpc import convert
+from ..records import ProcessRecord
+from ..runtime.criu import LAZY_READY_TIMEOUT, CriuInfo, log_tail, usable_binary
 from ..runtime.lifecycle import Lifecycle
 from ..runtime.process_table import ProcessTable
-from ..runtime.records import ProcessRecord
 from ..storage.record_store import RecordStore
-from .criu import LAZY_READY_TIMEOUT, CriuInfo, log_tail, usable_binary
 from .directory import MigrationDirs
 from .transfer import Receiver
 

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from serverlessos.metrics_server import serve_registry
 
 from .. import __version__
-from ..runtime.records import ProcessRecord, State
+from ..records import ProcessRecord, State
 from .stats import NodeSample
 
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

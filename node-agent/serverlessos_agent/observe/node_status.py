@@ -14,7 +14,7 @@ from typing import Any
 from serverlessos.quantity import format_bytes, format_cpu
 
 from .. import __version__
-from ..migration.criu import CriuInfo
+from ..runtime.criu import CriuInfo
 from .stats import NodeSample
 
 

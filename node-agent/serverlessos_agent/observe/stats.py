@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cgroup import CgroupDriver, SubtreeUsage
-from ..runtime.records import Ref
+from ..records import Ref
 from ..runtime.validation import NodeCapacity
 from . import netdev
 

@@ -1,5 +1,5 @@
 """The gRPC edge: decode a request, call the domain, encode the reply. No rules here:
-errors become status codes in status.py, messages become records in convert.py."""
+errors become status codes in status.py, messages become records in ../convert.py."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
+from .. import convert
 from ..cgroup import CgroupDriver
 from ..errors import AgentError, InvalidArgument
 from ..migration.finish import MigrationFinisher
@@ -21,14 +22,13 @@ from ..migration.source import CheckpointSource
 from ..migration.target import CheckpointTarget
 from ..observe.metrics import Metrics
 from ..observe.stats import NodeSample
+from ..records import ProcessRecord, Ref
 from ..runtime.lifecycle import Lifecycle
 from ..runtime.limits import ResourceUpdates
 from ..runtime.process_table import ProcessTable
-from ..runtime.records import ProcessRecord, Ref
 from ..runtime.validation import check_label
 from ..storage.event_journal import EventJournal
 from ..storage.log_files import follow, tail
-from . import convert
 from .status import code_for, internal_error, unary
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,13 @@ import os
 import time
 
 from ..cgroup import CgroupDriver
+from ..records import ProcessRecord, State
 from ..storage.record_store import RecordStore
 from .launcher import Launcher
 from .lifecycle import Lifecycle
 from .limits import Leases
 from .process_table import Live, ProcessTable
 from .procfs import open_pidfd
-from .records import ProcessRecord, State
 
 log = logging.getLogger(__name__)
 

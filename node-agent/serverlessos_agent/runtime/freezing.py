@@ -14,9 +14,9 @@ import signal
 
 from ..cgroup import CgroupDriver
 from ..errors import FailedPrecondition
+from ..records import ProcessRecord, Ref, State
 from ..storage.event_journal import EventType
 from .process_table import ProcessTable
-from .records import ProcessRecord, Ref, State
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from serverlessos.quantity import format_bytes
 
 from ..cgroup import CgroupDriver
 from ..errors import FailedPrecondition
+from ..records import ProcessRecord, Reason, Ref, Run, Termination
 from ..storage.record_store import RecordStore
 from .process_table import Live
 from .procfs import open_pidfd
-from .records import ProcessRecord, Reason, Ref, Run, Termination
 from .spawner import Spawner, SpawnRequest
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -17,12 +17,12 @@ from typing import Any
 
 from ..cgroup import CgroupDriver
 from ..errors import AlreadyExists, FailedPrecondition, NotFound
+from ..records import Lease, ProcessRecord, ProcessSpec, Reason, Ref, Run, State, Termination
 from ..storage.event_journal import EventType
 from ..storage.record_store import RecordStore
 from .launcher import Launcher
 from .limits import Leases
 from .process_table import Live, ProcessTable
-from .records import Lease, ProcessRecord, ProcessSpec, Reason, Ref, Run, State, Termination
 from .restart_policy import Backoff, should_restart
 from .validation import NodeCapacity, check_lease, check_spec
 

@@ -18,9 +18,9 @@ from serverlessos.quantity import format_bytes, format_cpu
 
 from ..cgroup import CgroupDriver
 from ..errors import FailedPrecondition
+from ..records import Lease, ProcessRecord, Ref, Resources
 from ..storage.event_journal import EventType
 from .process_table import Live, ProcessTable
-from .records import Lease, ProcessRecord, Ref, Resources
 from .validation import NodeCapacity, check_lease, check_resources
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import NotFound
+from ..records import ProcessRecord, Ref, State
 from ..storage.event_journal import EventJournal, EventType
 from ..storage.record_store import RecordStore
-from .records import ProcessRecord, Ref, State
 
 
 @dataclass

@@ -130,7 +130,7 @@ def _restore(request: dict[str, Any]) -> tuple[int, float]:
     """
     from serverlessos.criu import rpc_pb2 as rpc  # noqa: PLC0415 (see serve)
 
-    from ..migration.criu import CriuError, Swrk, checked  # noqa: PLC0415
+    from .criu import CriuError, Swrk, checked  # noqa: PLC0415
 
     restore = request["restore"]
     try:
@@ -238,7 +238,7 @@ def serve(fd: int, can_restore: bool = False) -> NoReturn:
     if can_restore:
         # Restores happen during a migration's downtime: import CRIU's RPC (protobuf)
         # once here, not in every restoring shim.
-        from ..migration import criu  # noqa: F401, PLC0415
+        from . import criu  # noqa: F401, PLC0415
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C is for the agent, which closes us

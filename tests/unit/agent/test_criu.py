@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from serverlessos_agent.errors import FailedPrecondition
-from serverlessos_agent.migration.criu import CriuInfo, detect, parse_version, usable_binary
+from serverlessos_agent.runtime.criu import CriuInfo, detect, parse_version, usable_binary
 
 
 def test_version_parsing() -> None:

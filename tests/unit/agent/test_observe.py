@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-from serverlessos_agent.migration.criu import CriuInfo
 from serverlessos_agent.observe.node_status import NodeFacts, node_status
 from serverlessos_agent.observe.stats import (
     NodeSample,
@@ -16,6 +15,7 @@ from serverlessos_agent.observe.stats import (
     parse_meminfo,
     parse_pressure,
 )
+from serverlessos_agent.runtime.criu import CriuInfo
 
 
 def test_psi_and_meminfo_parsing() -> None:

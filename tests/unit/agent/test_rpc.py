@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos_agent import convert
 from serverlessos_agent.errors import (
     AgentError,
     AlreadyExists,
@@ -17,11 +18,8 @@ from serverlessos_agent.errors import (
     NotFound,
     OutOfRange,
 )
-from serverlessos_agent.migration.criu import CriuError
 from serverlessos_agent.observe.metrics import Metrics
-from serverlessos_agent.rpc import convert
-from serverlessos_agent.rpc.status import code_for, unary
-from serverlessos_agent.runtime.records import (
+from serverlessos_agent.records import (
     Lease,
     ProcessRecord,
     ProcessSpec,
@@ -29,6 +27,8 @@ from serverlessos_agent.runtime.records import (
     RestartPolicy,
     State,
 )
+from serverlessos_agent.rpc.status import code_for, unary
+from serverlessos_agent.runtime.criu import CriuError
 from serverlessos_agent.storage.event_journal import Event, EventType
 
 

@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 from serverlessos_agent.cgroup import CgroupDriver, CgroupStats, SubtreeUsage
 from serverlessos_agent.errors import FailedPrecondition, InvalidArgument
-from serverlessos_agent.runtime.launcher import Launcher
-from serverlessos_agent.runtime.limits import (
-    Leases,
-    Limits,
-    ResourceUpdates,
-    fallback_after_expiry,
-)
-from serverlessos_agent.runtime.process_table import ProcessTable
-from serverlessos_agent.runtime.records import (
+from serverlessos_agent.records import (
     Lease,
     ProcessRecord,
     ProcessSpec,
@@ -31,6 +23,14 @@ from serverlessos_agent.runtime.records import (
     State,
     Termination,
 )
+from serverlessos_agent.runtime.launcher import Launcher
+from serverlessos_agent.runtime.limits import (
+    Leases,
+    Limits,
+    ResourceUpdates,
+    fallback_after_expiry,
+)
+from serverlessos_agent.runtime.process_table import ProcessTable
 from serverlessos_agent.runtime.restart_policy import Backoff, should_restart
 from serverlessos_agent.runtime.spawner import Spawner
 from serverlessos_agent.runtime.validation import NodeCapacity, check_spec

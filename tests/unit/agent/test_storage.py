@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from serverlessos_agent.errors import OutOfRange
-from serverlessos_agent.runtime.records import (
+from serverlessos_agent.records import (
     ProcessRecord,
     ProcessSpec,
     Reason,

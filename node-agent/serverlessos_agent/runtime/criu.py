@@ -3,7 +3,8 @@
 Detected once at start and published in the node's ServerlessNode capabilities,
 so the operator can choose a migration mode (post-copy needs lazy pages through
 userfaultfd, pre-copy needs soft-dirty tracking), and CRIU's RPC interface
-(`Swrk`) that checkpoint and restore go through.
+(`Swrk`) that checkpoint and restore go through: the shims restore through it
+(runtime/shim.py), migration/source.py dumps through it.
 """
 
 from __future__ import annotations
