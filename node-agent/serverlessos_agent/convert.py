@@ -1,4 +1,8 @@
-"""Translation between the gRPC messages and the domain records. Nothing else."""
+"""Translation between the gRPC messages and the domain records. Nothing else.
+
+Used by the gRPC edge (rpc/) and by migration/, which speaks the same API to the
+other agent (a checkpoint's header carries the Process, progress is a message).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
-from .events import Event, EventType
-from .model import (
+from .observe.stats import NodeSample, Pressure
+from .records import (
     DEFAULT_NAMESPACE,
     Lease,
     ProcessRecord,
@@ -19,7 +23,7 @@ from .model import (
     State,
     Termination,
 )
-from .stats import NodeSample, Pressure
+from .storage.event_journal import Event, EventType
 
 _POLICY_FROM_PB = {
     pb.RESTART_POLICY_UNSPECIFIED: RestartPolicy.ALWAYS,

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
-from serverlessos_agent import netdev
 from serverlessos_agent.cgroup import SYSTEM, CgroupV2, cgroup_mounts
-from serverlessos_agent.registration import NodeFacts, node_status
-from serverlessos_agent.stats import NodeSample, Pressure, parse_pressure
+from serverlessos_agent.observe import netdev
+from serverlessos_agent.observe.node_status import NodeFacts, node_status
+from serverlessos_agent.observe.stats import NodeSample, Pressure, parse_pressure
 
 from .conftest import IS_ROOT, AgentProcess
 from .test_cgroup_v2 import standin_group, standin_hierarchy

@@ -22,7 +22,7 @@ import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_agent.cgroup import CgroupV2, cgroup_mounts
 from serverlessos_agent.errors import FailedPrecondition
-from serverlessos_agent.model import Ref, Resources
+from serverlessos_agent.records import Ref, Resources
 
 from .conftest import IS_ROOT, cleanup_cgroups
 

@@ -120,6 +120,38 @@ def test_events_and_follow_logs(agent: AgentProcess) -> None:
     ]
 
 
+def test_flags_go_before_or_after_the_command(agent: AgentProcess) -> None:
+    """--agent, -n, -o and --timeout are taken on either side of the command, as
+    kubectl and crictl users type them; given on both, the later one wins."""
+    ctl(agent, "run", "job", "-n", "team-y", "--restart", "Never", "--", "sleep", "300")
+    assert "job" in ctl(agent, "-n", "team-y", "ps").stdout
+    assert "job" in ctl(agent, "ps", "-n", "team-y").stdout
+    assert "job" not in ctl(agent, "ps").stdout
+    info = json.loads(ctl(agent, "inspect", "job", "-n", "team-y", "-o", "json").stdout)
+    assert info["spec"]["owner"]["namespace"] == "team-y"
+    assert json.loads(ctl(agent, "-o", "json", "-n", "team-y", "inspect", "job").stdout) == info
+    assert "job" in ctl(agent, "-n", "default", "ps", "-n", "team-y").stdout
+    assert "job" not in ctl(agent, "-n", "team-y", "ps", "-n", "default").stdout
+
+    def ctl_no_agent(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "serverlessos_agent.cli.main", "ctl", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    later = ctl_no_agent(
+        "--agent", "127.0.0.1:1", "ps", "-n", "team-y", "--agent", agent.endpoint, "--timeout", "10"
+    )
+    assert later.returncode == 0 and "job" in later.stdout, later.stderr
+    unreachable = ctl_no_agent("--agent", agent.endpoint, "ps", "--agent", "127.0.0.1:1")
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("error: cannot reach the agent at 127.0.0.1:1")
+
+    # After "--" every flag is the command's, not ctl's.
+    ctl(agent, "run", "printer", "--restart", "Never", "-n", "team-y", "--", "printf", "%s|", "-n")
+    assert ctl(agent, "logs", "-f", "printer", "-n", "team-y").stdout == "-n|"
+    printer = json.loads(ctl(agent, "-n", "team-y", "inspect", "printer", "-o", "json").stdout)
+    assert printer["spec"]["argv"] == ["printf", "%s|", "-n"]
+
+
 def test_help_lists_every_command() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "serverlessos_agent.cli.main", "ctl", "--help"],

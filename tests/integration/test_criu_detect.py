@@ -3,7 +3,7 @@ that hack/install-criu.sh installs (Debian forky's, through a private prefix).""
 
 from __future__ import annotations
 
-from serverlessos_agent.criu import detect
+from serverlessos_agent.runtime.criu import detect
 
 
 def test_real_criu_is_detected_with_its_features(criu: str) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FailedPrecondition
-from ..model import Ref, Resources
+from ..records import Ref, Resources
 
 SHIMS = "_shims"
 SYSTEM = "_system"  # reserved for processes outside the platform; never touched

@@ -9,7 +9,7 @@ import errno
 from pathlib import Path
 
 from ..errors import FailedPrecondition
-from ..model import Resources
+from ..records import Resources
 from .driver import (
     CgroupDriver,
     CgroupStats,

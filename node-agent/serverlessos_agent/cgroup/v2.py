@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FailedPrecondition
-from ..model import Resources
+from ..records import Resources
 from .driver import (
     CgroupDriver,
     CgroupStats,

@@ -35,17 +35,39 @@ class UsageError(Exception):
     pass
 
 
+def _common_flags(default_agent: str, *, with_defaults: bool) -> argparse.ArgumentParser:
+    """The flags every command takes, before or after its name, as kubectl and crictl
+    users type them (`ctl -n x ps`, `ctl ps -n x`). Only `ctl`'s own copy has the
+    defaults: the commands' copies set nothing unless given, so a flag before the
+    command is kept, and one after it overrides one before (the later one wins)."""
+
+    def default(value: object) -> object:
+        return value if with_defaults else argparse.SUPPRESS
+
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--agent", default=default(default_agent), help="HOST:PORT (env SERVERLESSOS_AGENT)"
+    )
+    flags.add_argument("-n", "--namespace", default=default("default"))
+    flags.add_argument("-o", "--output", choices=["table", "json"], default=default("table"))
+    flags.add_argument("--timeout", type=float, default=default(30.0), help="seconds per call")
+    return flags
+
+
 def add_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], default_agent: str
 ) -> None:
-    p = sub.add_parser("ctl", help="talk to an agent (run, ps, inspect, stop, logs, stats, update)")
-    p.add_argument("--agent", default=default_agent, help="HOST:PORT (env SERVERLESSOS_AGENT)")
-    p.add_argument("-n", "--namespace", default="default")
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    p = sub.add_parser(
+        "ctl",
+        help="talk to an agent (run, ps, inspect, stop, logs, stats, update)",
+        parents=[_common_flags(default_agent, with_defaults=True)],
+    )
+    common = [_common_flags(default_agent, with_defaults=False)]
     cmds = p.add_subparsers(dest="ctl_command", required=True)
 
-    run = cmds.add_parser("run", help="start a process: run NAME [flags] -- CMD ARGS...")
+    run = cmds.add_parser(
+        "run", help="start a process: run NAME [flags] -- CMD ARGS...", parents=common
+    )
     run.add_argument("name")
     run.add_argument("--cpu", help="CPU limit, e.g. 500m or 2")
     run.add_argument("--memory", help="memory limit, e.g. 256Mi or 1Gi")
@@ -55,24 +77,24 @@ def add_parser(
     run.add_argument("--owner-uid", default="", help="opaque owner id (the operator sets it)")
     run.set_defaults(command=[])  # main() puts everything after "--" here
 
-    ps = cmds.add_parser("ps", help="list processes")
+    ps = cmds.add_parser("ps", help="list processes", parents=common)
     ps.add_argument("-A", "--all-namespaces", action="store_true")
 
-    inspect = cmds.add_parser("inspect", help="show one process in full")
+    inspect = cmds.add_parser("inspect", help="show one process in full", parents=common)
     inspect.add_argument("name")
 
-    stop = cmds.add_parser("stop", help="stop and remove a process")
+    stop = cmds.add_parser("stop", help="stop and remove a process", parents=common)
     stop.add_argument("name")
     stop.add_argument("--grace", type=float, help="seconds between SIGTERM and SIGKILL")
 
-    logs = cmds.add_parser("logs", help="print a process's output")
+    logs = cmds.add_parser("logs", help="print a process's output", parents=common)
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("--tail", type=int, default=0, help="last N lines (0 = all)")
 
-    cmds.add_parser("stats", help="node and per-process usage")
+    cmds.add_parser("stats", help="node and per-process usage", parents=common)
 
-    update = cmds.add_parser("update", help="change limits of a running process")
+    update = cmds.add_parser("update", help="change limits of a running process", parents=common)
     update.add_argument("name")
     update.add_argument("--cpu")
     update.add_argument("--memory")
@@ -82,7 +104,7 @@ def add_parser(
     update.add_argument("--fallback-cpu", help="CPU when the lease runs out (default: keep)")
     update.add_argument("--fallback-memory", help="memory when the lease runs out (default: keep)")
 
-    events = cmds.add_parser("events", help="watch lifecycle events")
+    events = cmds.add_parser("events", help="watch lifecycle events", parents=common)
     events.add_argument("--since", type=int, default=0, help="resume after this seq")
     events.add_argument("--no-follow", action="store_true", help="print retained events and exit")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from serverlessos.quantity import QuantityError, parse_bytes
 
-from ..agent import AgentConfig, run
+from ..daemon import AgentConfig, run
 from ..errors import FailedPrecondition
-from ..restart import Backoff
+from ..runtime.restart_policy import Backoff
 from . import ctl
 
 DEFAULT_AGENT = "127.0.0.1:7420"

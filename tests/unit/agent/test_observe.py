@@ -1,8 +1,21 @@
-"""Pure domain code, called directly: quantities, validation, back-off, PSI, logs, events, store."""
+"""What the agent measures and reports, called directly: PSI, meminfo, the
+ServerlessNode status (without Kubernetes)."""
 
 from __future__ import annotations
 
-from serverlessos_agent.stats import cpu_times, parse_meminfo, parse_pressure
+import subprocess
+import sys
+import time
+
+from serverlessos_agent.observe.node_status import NodeFacts, node_status
+from serverlessos_agent.observe.stats import (
+    NodeSample,
+    Pressure,
+    cpu_times,
+    parse_meminfo,
+    parse_pressure,
+)
+from serverlessos_agent.runtime.criu import CriuInfo
 
 
 def test_psi_and_meminfo_parsing() -> None:
@@ -18,3 +31,31 @@ def test_psi_and_meminfo_parsing() -> None:
     assert info == {"MemTotal": 16384 * 1024, "MemAvailable": 8192 * 1024, "HugePages_Total": 0}
     busy, total = cpu_times()
     assert 0 <= busy <= total
+
+
+def test_capabilities_carry_criu() -> None:
+    info = CriuInfo("/x/criu", "4.1.1", True, ["lazy-pages"])
+    sample = NodeSample(
+        time.time(), 2000, 0.5, 8 * 2**30, 4 * 2**30, Pressure(), Pressure(), Pressure()
+    )
+    status = node_status(NodeFacts("n1", "10.0.0.1:7420", "v1", True, info), sample, 3, True)
+    assert status["capabilities"]["criu"] == {
+        "version": "4.1.1",
+        "usable": True,
+        "features": ["lazy-pages"],
+        "problem": "",
+    }
+    assert status["allocatable"] == {"cpu": "2", "memory": "8Gi"}
+    assert status["pressure"]["cpuFree"] == "1500m"
+    assert (
+        "criu" not in node_status(NodeFacts("n1", "e", "v1", True), sample, 0, True)["capabilities"]
+    )
+
+
+def test_an_agent_that_does_not_register_never_loads_kubernetes() -> None:
+    code = (
+        "import sys, serverlessos_agent.daemon, serverlessos_agent.cli.main, "
+        "serverlessos_agent.observe.node_status; print('kubernetes' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Pure domain code, called directly: quantities, validation, back-off, PSI, logs, events, store."""
+"""What the agent keeps on disk, called directly: logs, the record store, the event journal."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 from serverlessos_agent.errors import OutOfRange
-from serverlessos_agent.events import EventLog, EventType
-from serverlessos_agent.logs import rotate_if_needed, tail
-from serverlessos_agent.model import (
+from serverlessos_agent.records import (
     ProcessRecord,
     ProcessSpec,
     Reason,
@@ -20,7 +18,9 @@ from serverlessos_agent.model import (
     State,
     Termination,
 )
-from serverlessos_agent.store import RecordStore
+from serverlessos_agent.storage.event_journal import EventJournal, EventType
+from serverlessos_agent.storage.log_files import rotate_if_needed, tail
+from serverlessos_agent.storage.record_store import RecordStore
 
 
 def test_log_rotation_and_tail(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_record_store_round_trip_and_corrupt_files(tmp_path: Path) -> None:
 def test_event_log_numbers_persists_and_bounds(tmp_path: Path) -> None:
     async def scenario() -> None:
         path = tmp_path / "events.jsonl"
-        log = EventLog(path, retain=5)
+        log = EventJournal(path, retain=5)
         for _ in range(12):
             log.append(EventType.STARTED, _record().to_json())
         assert log.revision == 12
@@ -86,7 +86,7 @@ def test_event_log_numbers_persists_and_bounds(tmp_path: Path) -> None:
         log.close()
         with open(path, "a") as f:
             f.write('{"seq": 13, "tru')  # a torn line from a crash
-        reopened = EventLog(path, retain=5)
+        reopened = EventJournal(path, retain=5)
         assert reopened.revision == 12
         assert reopened.append(EventType.EXITED, _record().to_json()).seq == 13
         assert len(path.read_text().splitlines()) <= 2 * 5 + 1
@@ -110,7 +110,7 @@ def test_event_log_numbers_persists_and_bounds(tmp_path: Path) -> None:
 
 def test_event_log_file_is_json_lines(tmp_path: Path) -> None:
     async def scenario() -> None:
-        log = EventLog(tmp_path / "e.jsonl")
+        log = EventJournal(tmp_path / "e.jsonl")
         log.append(EventType.OOM_KILLED, _record().to_json(), "boom")
         log.close()
 

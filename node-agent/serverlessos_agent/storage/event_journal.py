@@ -22,7 +22,7 @@ from typing import Any
 
 from serverlessos.files import atomic_write
 
-from .errors import OutOfRange
+from ..errors import OutOfRange
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Event:
         return cls(**{**data, "type": EventType(data["type"])})
 
 
-class EventLog:
+class EventJournal:
     def __init__(self, path: Path, retain: int = 4096) -> None:
         self.path = path
         self.retain = retain

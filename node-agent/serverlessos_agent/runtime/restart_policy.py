@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Reason, RestartPolicy, Termination
+from ..records import Reason, RestartPolicy, Termination
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 FOLLOW_POLL = 0.1
@@ -39,6 +39,11 @@ def rotate_if_needed(path: Path, max_bytes: int, keep: int) -> bool:
         shutil.copyfile(path, rotated(path, 1))
     os.truncate(path, 0)
     return True
+
+
+def rotate_all(paths: Iterable[Path], max_bytes: int, keep: int) -> None:
+    for path in paths:
+        rotate_if_needed(path, max_bytes, keep)
 
 
 def tail(path: Path, lines: int, keep: int) -> tuple[bytes, int]:

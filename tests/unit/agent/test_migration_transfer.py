@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_agent.errors import InvalidArgument
-from serverlessos_agent.transfer import CHUNK, Receiver, Source, chunks
+from serverlessos_agent.migration.transfer import CHUNK, Receiver, Source, chunks
 
 
 def make_tree(root: Path) -> dict[str, bytes]:

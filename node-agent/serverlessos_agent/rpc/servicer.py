@@ -1,12 +1,12 @@
-"""The gRPC edge: decode requests, call the supervisor, encode replies, map errors."""
+"""The gRPC edge: decode a request, call the domain, encode the reply. No rules here:
+errors become status codes in status.py, messages become records in ../convert.py."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,71 +14,24 @@ import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
-from . import convert
-from .errors import (
-    AgentError,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-)
-from .logs import follow, tail
-from .metrics import Metrics
-from .migration import Migrations
-from .model import Ref, State
-from .stats import NodeSample
-from .supervisor import Supervisor
-from .validation import check_label
+from .. import convert
+from ..cgroup import CgroupDriver
+from ..errors import AgentError, InvalidArgument
+from ..migration.finish import MigrationFinisher
+from ..migration.source import CheckpointSource
+from ..migration.target import CheckpointTarget
+from ..observe.metrics import Metrics
+from ..observe.stats import NodeSample
+from ..records import ProcessRecord, Ref
+from ..runtime.lifecycle import Lifecycle
+from ..runtime.limits import ResourceUpdates
+from ..runtime.process_table import ProcessTable
+from ..runtime.validation import check_label
+from ..storage.event_journal import EventJournal
+from ..storage.log_files import follow, tail
+from .status import code_for, internal_error, unary
 
 log = logging.getLogger(__name__)
-
-CODES: dict[type[AgentError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-}
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-
-
-def _code(exc: AgentError) -> grpc.StatusCode:
-    for cls in type(exc).__mro__:
-        if cls in CODES:
-            return CODES[cls]
-    return grpc.StatusCode.UNKNOWN
-
-
-def unary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Map domain errors to status codes and time the call."""
-
-    @functools.wraps(method)
-    async def wrapper(
-        self: AgentServicer, request: Req, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Resp:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return await method(self, request, context)
-        except AgentError as exc:
-            code = _code(exc)
-            await context.abort(code, str(exc))
-        except Exception as exc:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed", method.__name__)
-            await context.abort(code, f"internal error in the agent: {exc!r}")
-        finally:
-            self.metrics.rpc_duration.labels(method.__name__, code.name).observe(
-                time.perf_counter() - started
-            )
-        raise AssertionError("unreachable")
-
-    return wrapper
-
 
 T = TypeVar("T")
 
@@ -100,54 +53,68 @@ class AgentServicer(pb_grpc.AgentServicer):
     def __init__(
         self,
         node_name: str,
-        supervisor: Supervisor,
+        *,
+        table: ProcessTable,
+        lifecycle: Lifecycle,
+        resources: ResourceUpdates,
+        journal: EventJournal,
+        cgroups: CgroupDriver,
+        log_keep: int,
         metrics: Metrics,
         latest_sample: Callable[[], NodeSample],
-        migrations: Migrations,
-        *,
+        source: CheckpointSource,
+        target: CheckpointTarget,
+        finisher: MigrationFinisher,
         node_cgroup: str = "",
     ) -> None:
-        self.node_name = node_name
-        self.node_cgroup = node_cgroup
-        self.supervisor = supervisor
-        self.metrics = metrics
-        self.latest_sample = latest_sample
-        self.migrations = migrations
+        self._node_name = node_name
+        self._node_cgroup = node_cgroup
+        self.metrics = metrics  # the unary wrapper times every call into it
+        self._table = table
+        self._lifecycle = lifecycle
+        self._resources = resources
+        self._journal = journal
+        self._cgroups = cgroups
+        self._log_keep = log_keep
+        self._latest_sample = latest_sample
+        self._source = source
+        self._target = target
+        self._finisher = finisher
 
-    def _pb(self, record: Any) -> pb.Process:
-        return convert.process_to_pb(record, self.supervisor.driver.display_path(record.cgroup))
+    def _pb(self, record: ProcessRecord) -> pb.Process:
+        return convert.process_to_pb(record, self._cgroups.display_path(record.cgroup))
 
     @unary
     async def StartProcess(self, request: pb.StartProcessRequest, context: Any) -> pb.Process:
         spec = convert.spec_from_pb(request.spec)
         lease = convert.lease_from_pb(request.lease) if request.HasField("lease") else None
-        record = await _finish_even_if_cancelled(self.supervisor.start_process(spec, lease))
+        record = await _finish_even_if_cancelled(self._lifecycle.start_process(spec, lease))
         return self._pb(record)
 
     @unary
     async def StopProcess(self, request: pb.StopProcessRequest, context: Any) -> pb.Process:
         grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
         ref = _ref(request.ref)
-        record = await _finish_even_if_cancelled(self.supervisor.stop_process(ref, grace))
+        record = await _finish_even_if_cancelled(self._lifecycle.stop_process(ref, grace))
         return self._pb(record)
 
     @unary
     async def GetProcess(self, request: pb.GetProcessRequest, context: Any) -> pb.Process:
-        return self._pb(self.supervisor.get(_ref(request.ref)))
+        return self._pb(self._table.get(_ref(request.ref)))
 
     @unary
     async def ListProcesses(
         self, request: pb.ListProcessesRequest, context: Any
     ) -> pb.ListProcessesResponse:
         return pb.ListProcessesResponse(
-            processes=[self._pb(r) for r in self.supervisor.list(request.namespace)],
-            revision=self.supervisor.events.revision,
+            processes=[self._pb(r) for r in self._table.list(request.namespace)],
+            revision=self._journal.revision,
         )
 
     @unary
     async def UpdateResources(self, request: pb.UpdateResourcesRequest, context: Any) -> pb.Process:
         lease = convert.lease_from_pb(request.lease) if request.HasField("lease") else None
-        record = await self.supervisor.update_resources(
+        record = await self._resources.update_resources(
             _ref(request.ref), convert.resources_from_pb(request.resources), lease
         )
         return self._pb(record)
@@ -155,42 +122,37 @@ class AgentServicer(pb_grpc.AgentServicer):
     @unary
     async def GetNodeStats(self, request: pb.GetNodeStatsRequest, context: Any) -> pb.NodeStats:
         return convert.node_stats_to_pb(
-            self.node_name, self.supervisor.driver.version, self.latest_sample(), self.node_cgroup
+            self._node_name, self._cgroups.version, self._latest_sample(), self._node_cgroup
         )
 
     async def WatchProcesses(
         self, request: pb.WatchProcessesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProcessEvent]:
         try:
-            async for event in self.supervisor.events.watch(request.since_seq):
+            async for event in self._journal.watch(request.since_seq):
                 if not request.namespace or event.namespace == request.namespace:
                     yield convert.event_to_pb(event)
         except AgentError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(code_for(exc), str(exc))
 
     async def ReadLogs(
         self, request: pb.ReadLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.LogChunk]:
         try:
             ref = _ref(request.ref)
-            record = self.supervisor.get(ref)
+            record = self._table.get(ref)
             if request.tail_lines < 0:
                 raise InvalidArgument("tail_lines must be >= 0 (0 = everything retained)")
         except AgentError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(code_for(exc), str(exc))
             return
         path = Path(record.log_path)
-        data, offset = tail(path, request.tail_lines, self.supervisor.config.log_keep)
+        data, offset = tail(path, request.tail_lines, self._log_keep)
         if data:
             yield pb.LogChunk(data=data)
         if not request.follow:
             return
-
-        def finished() -> bool:
-            current = self.supervisor.records.get(ref)
-            return current is not record or current.state in (State.SUCCEEDED, State.FAILED)
-
-        async for chunk in follow(path, offset, finished):
+        async for chunk in follow(path, offset, lambda: self._table.finished(record)):
             yield pb.LogChunk(data=chunk)
 
     # ----- live migration --------------------------------------------------
@@ -206,7 +168,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             # Finished even if the caller goes away: a half-done checkpoint would leave
             # the process frozen (the work resumes it itself when it fails).
             work = asyncio.get_running_loop().create_task(
-                self.migrations.checkpoint(
+                self._source.checkpoint(
                     ref, request.migration_id, request.target_endpoint, request.mode, queue.put
                 )
             )
@@ -222,12 +184,12 @@ class AgentServicer(pb_grpc.AgentServicer):
                 await work  # raises its error
                 return
         except AgentError as exc:
-            code = _code(exc)
+            code = code_for(exc)
             await context.abort(code, str(exc))
         except Exception as exc:
             code = grpc.StatusCode.INTERNAL
             log.exception("CheckpointProcess failed")
-            await context.abort(code, f"internal error in the agent: {exc!r}")
+            await context.abort(code, internal_error(exc))
         finally:
             self.metrics.rpc_duration.labels("CheckpointProcess", code.name).observe(
                 time.perf_counter() - started
@@ -239,9 +201,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ReceiveCheckpointResponse:
         try:
-            received = await self.migrations.receive(request_iterator)
+            received = await self._target.receive(request_iterator)
         except AgentError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(code_for(exc), str(exc))
             raise AssertionError("unreachable") from exc
         return pb.ReceiveCheckpointResponse(received_bytes=received)
 
@@ -250,7 +212,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         self, request: pb.RestoreProcessRequest, context: Any
     ) -> pb.RestoreProcessResponse:
         record, resumed_at, seconds = await _finish_even_if_cancelled(
-            self.migrations.restore(request.migration_id)
+            self._target.restore(request.migration_id)
         )
         return pb.RestoreProcessResponse(
             process=self._pb(record),
@@ -264,6 +226,6 @@ class AgentServicer(pb_grpc.AgentServicer):
     ) -> pb.FinishMigrationResponse:
         timeout = request.timeout_seconds if request.HasField("timeout_seconds") else 600.0
         outcome = await _finish_even_if_cancelled(
-            self.migrations.finish(request.migration_id, _ref(request.ref), request.commit, timeout)
+            self._finisher.finish(request.migration_id, _ref(request.ref), request.commit, timeout)
         )
         return pb.FinishMigrationResponse(outcome=outcome)

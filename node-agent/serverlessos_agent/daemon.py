@@ -1,4 +1,5 @@
-"""The agent daemon: builds the parts, serves gRPC and /metrics, samples stats."""
+"""The agent daemon, its composition root: builds the parts, serves gRPC and /metrics,
+samples stats. Nothing else decides here."""
 
 from __future__ import annotations
 
@@ -11,30 +12,32 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from serverlessos.agent.v1alpha1 import agent_pb2 as pb
-from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.files import atomic_write_json
 
-from . import __version__, criu
-from .cgroup import detect
+from . import __version__
+from .cgroup import CgroupDriver, detect
 from .errors import FailedPrecondition
-from .events import EventLog
-from .metrics import AgentCollector, Metrics, Snapshot
-from .migration import Migrations
-from .privileges import missing_privileges
-from .registration import NodeFacts, Registrar, node_status
-from .restart import Backoff
-from .server import AgentServicer
-from .spawner import Spawner
-from .stats import NodeSample, StatsSampler
-from .supervisor import Supervisor, SupervisorConfig
-from .validation import NodeCapacity
+from .migration.directory import MigrationDirs
+from .migration.finish import MigrationFinisher
+from .migration.source import CheckpointSource
+from .migration.target import CheckpointTarget
+from .observe.metrics import AgentCollector, Metrics, Snapshot
+from .observe.node_status import NodeFacts, node_status
+from .observe.stats import NodeFigures, StatsSampler
+from .rpc.server import AgentServer
+from .rpc.servicer import AgentServicer
+from .runtime import criu
+from .runtime.criu import CriuInfo
+from .runtime.lifecycle import LifecycleConfig
+from .runtime.privileges import missing_privileges
+from .runtime.restart_policy import Backoff
+from .runtime.spawner import Spawner
+from .runtime.supervisor import Supervisor
+from .storage.event_journal import EventJournal
+from .storage.log_files import rotate_all
+from .storage.record_store import RecordStore
 
 log = logging.getLogger("serverlessos_agent")
-SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,8 @@ def _lock_state_dir(state_dir: Path) -> int:
     return fd
 
 
-async def run(config: AgentConfig) -> None:
-    lock_fd = _lock_state_dir(config.state_dir)
+def _cgroups(config: AgentConfig) -> tuple[CgroupDriver, list[str]]:
+    """The cgroup driver, and what keeps this node from starting processes (if anything)."""
     driver = detect(config.cgroup_root, config.cgroup_driver)
     problems = missing_privileges()
     try:
@@ -93,15 +96,10 @@ async def run(config: AgentConfig) -> None:
         problems.append(str(exc))
     for problem in problems:
         log.warning("cannot start processes on this node: %s", problem)
+    return driver, problems
 
-    try:
-        sampler = StatsSampler(driver, node_cgroup=config.node_cgroup)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(
-            f"--node-cgroup {config.node_cgroup}: cannot read its usage: {exc}"
-        ) from exc
-    capacity = NodeCapacity(sampler.cpu_capacity_millis, sampler.memory_total)
-    events = EventLog(config.state_dir / "events.jsonl")
+
+async def _criu(config: AgentConfig) -> CriuInfo | None:
     criu_info = await asyncio.to_thread(criu.detect, config.criu)
     if criu_info is None:
         log.info("no CRIU (%s) on this node: processes cannot be migrated", config.criu)
@@ -112,23 +110,35 @@ async def run(config: AgentConfig) -> None:
             criu_info.path,
             ", ".join(criu_info.features) if criu_info.usable else criu_info.problem,
         )
+    return criu_info
+
+
+async def run(config: AgentConfig) -> None:
+    lock_fd = _lock_state_dir(config.state_dir)
+    driver, problems = _cgroups(config)
+    try:
+        sampler = StatsSampler(driver, node_cgroup=config.node_cgroup)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"--node-cgroup {config.node_cgroup}: cannot read its usage: {exc}"
+        ) from exc
+    figures = NodeFigures(sampler)
+    journal = EventJournal(config.state_dir / "events.jsonl")
+    criu_info = await _criu(config)
     spawner = Spawner(can_restore=criu_info is not None and criu_info.usable)
+    store = RecordStore(config.state_dir)
     supervisor = Supervisor(
-        SupervisorConfig(
-            state_dir=config.state_dir,
-            default_grace=config.default_grace,
-            backoff=config.backoff,
-            log_max_bytes=config.log_max_bytes,
-            log_keep=config.log_keep,
-        ),
+        LifecycleConfig(default_grace=config.default_grace, backoff=config.backoff),
         driver,
+        store=store,
+        journal=journal,
         spawner=spawner,
-        events=events,
-        capacity=capacity,
+        capacity=figures.capacity,
         privilege_problems=problems,
     )
-    await supervisor.recover()
-    latest: list[NodeSample] = [sampler.sample(supervisor.groups())]
+    table = supervisor.table
+    await supervisor.adoption.recover()
+    figures.refresh(table.groups())
 
     metrics = Metrics()
     loop = asyncio.get_running_loop()
@@ -137,44 +147,52 @@ async def run(config: AgentConfig) -> None:
             config.node_name,
             driver.version,
             loop,
-            lambda: Snapshot(supervisor.list(), latest[0], supervisor.lease_expiries),
+            lambda: Snapshot(table.list(), figures.latest(), supervisor.leases.expiries),
         )
-    )
-    server = grpc.aio.server(
-        options=[
-            # Let clients (the operator) ping idle streams to detect a dead node.
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-            ("grpc.http2.max_ping_strikes", 0),
-        ]
     )
     host, port = split_host_port(config.listen)
     # CRIU's page server (post-copy) listens where the operator reaches this agent.
     advertised = split_host_port(config.advertise_address)[0] if config.advertise_address else host
-    migrations = Migrations(config.node_name, supervisor, criu_info, advertised)
-    pb_grpc.add_AgentServicer_to_server(
+    dirs = MigrationDirs(config.state_dir / "migrations")
+    source = CheckpointSource(
+        config.node_name,
+        freezer=supervisor.freezer,
+        dirs=dirs,
+        criu=criu_info,
+        page_server_host=advertised,
+    )
+    target = CheckpointTarget(
+        config.node_name,
+        table=table,
+        store=store,
+        lifecycle=supervisor.lifecycle,
+        dirs=dirs,
+        criu=criu_info,
+    )
+    finisher = MigrationFinisher(
+        table=table, lifecycle=supervisor.lifecycle, source=source, target=target, dirs=dirs
+    )
+    server = AgentServer(
         AgentServicer(
             config.node_name,
-            supervisor,
-            metrics,
-            lambda: latest[0],
-            migrations,
+            table=table,
+            lifecycle=supervisor.lifecycle,
+            resources=supervisor.resources,
+            journal=journal,
+            cgroups=driver,
+            log_keep=config.log_keep,
+            metrics=metrics,
+            latest_sample=figures.latest,
+            source=source,
+            target=target,
+            finisher=finisher,
             node_cgroup=config.node_cgroup.strip("/"),
-        ),
-        server,
+        )
     )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    bound = server.bind(host, port)
     if bound == 0:
         raise SystemExit(f"cannot listen on {config.listen}")
     await server.start()
-    status = health_pb2.HealthCheckResponse.SERVING
-    await health_servicer.set("", status)
-    await health_servicer.set(SERVICE, status)
 
     endpoint = {"node": config.node_name, "grpc": f"{host}:{bound}", "version": __version__}
     if config.metrics_listen:
@@ -195,6 +213,10 @@ async def run(config: AgentConfig) -> None:
 
     tasks = []
     if config.registers:
+        # Imported only here: an agent that does not register never loads the
+        # Kubernetes client.
+        from .observe.registration import Registrar  # noqa: PLC0415
+
         advertise = config.advertise_address or endpoint["grpc"]
         if advertise.startswith(("0.0.0.0:", "[::]:", ":")):
             raise SystemExit(
@@ -207,7 +229,7 @@ async def run(config: AgentConfig) -> None:
             loop.create_task(
                 registrar.run(
                     config.heartbeat_interval,
-                    lambda: node_status(facts, latest[0], len(supervisor.records), not problems),
+                    lambda: node_status(facts, figures.latest(), len(table), not problems),
                 )
             )
         )
@@ -216,13 +238,11 @@ async def run(config: AgentConfig) -> None:
         while True:
             await asyncio.sleep(config.stats_interval)
             try:
-                latest[0] = sampler.sample(supervisor.groups())
-                # A node cgroup's limits may change while the agent runs.
-                supervisor.capacity = NodeCapacity(
-                    latest[0].cpu_capacity_millis, latest[0].memory_total
+                figures.refresh(table.groups())
+                rotate_all(
+                    (Path(r.log_path) for r in table.list()), config.log_max_bytes, config.log_keep
                 )
-                supervisor.rotate_logs()
-                migrations.remove_leftovers()
+                dirs.remove_leftovers()
             except Exception:
                 log.exception("stats sampling failed")
 
@@ -237,7 +257,7 @@ async def run(config: AgentConfig) -> None:
     with contextlib.suppress(FileNotFoundError):
         (config.state_dir / "agent.json").unlink()
     await server.stop(grace=2)
-    await supervisor.close()
+    supervisor.close()
     await spawner.close()
-    events.close()
+    journal.close()
     os.close(lock_fd)

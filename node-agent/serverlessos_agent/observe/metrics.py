@@ -1,6 +1,6 @@
 """Prometheus metrics of the agent (`serverlessos_agent_*`), served on /metrics.
 
-Process and node figures are read at scrape time from the supervisor and the
+Process and node figures are read at scrape time from the process table and the
 latest stats sample, on the agent's event loop (the HTTP server runs in its own
 thread), so a scrape never sees a half-updated record.
 """
@@ -16,8 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from serverlessos.metrics_server import serve_registry
 
-from . import __version__
-from .model import ProcessRecord, State
+from .. import __version__
+from ..records import ProcessRecord, State
 from .stats import NodeSample
 
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

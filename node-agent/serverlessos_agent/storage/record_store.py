@@ -10,7 +10,7 @@ from pathlib import Path
 
 from serverlessos.files import atomic_write_json
 
-from .model import ProcessRecord, Ref
+from ..records import ProcessRecord, Ref
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The agent's domain records: what a process is asked to be and what it is.
+Every room speaks them (like errors.py), so they sit below all of them.
 
 Plain dataclasses, persisted as JSON in the state dir and translated to the
-gRPC messages only at the edge (convert.py).
+gRPC messages only at the edges (convert.py).
 """
 
 from __future__ import annotations

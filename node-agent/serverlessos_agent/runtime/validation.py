@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from serverlessos.quantity import format_bytes, format_cpu
 
-from .errors import InvalidArgument
-from .model import Lease, ProcessSpec, Resources
+from ..errors import InvalidArgument
+from ..records import Lease, ProcessSpec, Resources
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

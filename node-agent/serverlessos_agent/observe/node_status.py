@@ -1,32 +1,21 @@
-"""The agent's ServerlessNode: how the operator finds this node and sees its pressure.
+"""The ServerlessNode status the agent publishes: pure, so tests can check it directly.
 
-The agent itself stays Kubernetes-agnostic; this optional part (on when the agent
-has a kubeconfig or runs in a pod) writes one cluster-scoped ServerlessNode
-named after the node and refreshes its status every heartbeat. If the API
-server is unreachable the agent carries on and tries again next beat.
+No Kubernetes here (registration.py writes it): an agent that does not register
+never loads the Kubernetes client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 from serverlessos.quantity import format_bytes, format_cpu
 
-from . import __version__
-from .criu import CriuInfo
+from .. import __version__
+from ..runtime.criu import CriuInfo
 from .stats import NodeSample
-
-log = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL = "serverlessos.io", "v1alpha1", "serverlessnodes"
 
 
 @dataclass(frozen=True)
@@ -102,49 +91,3 @@ def node_status(
             }
         ],
     }
-
-
-class Registrar:
-    def __init__(self, facts: NodeFacts, kubeconfig: str | None) -> None:
-        self.facts = facts
-        if kubeconfig:
-            api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        else:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api_client = client.ApiClient()
-        self.api = client.CustomObjectsApi(api_client)
-
-    def _beat(self, status: dict[str, Any]) -> None:
-        """One write per beat; the object is created only when it is missing."""
-        name = self.facts.node_name
-        try:
-            self.api.patch_cluster_custom_object_status(
-                GROUP, VERSION, PLURAL, name, {"status": status}
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "ServerlessNode",
-                "metadata": {"name": name},
-                "spec": {},
-            }
-            self.api.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
-            self.api.patch_cluster_custom_object_status(
-                GROUP, VERSION, PLURAL, name, {"status": status}
-            )
-
-    async def run(self, interval: float, status: Callable[[], dict[str, Any]]) -> None:
-        failing = False
-        while True:
-            try:
-                await asyncio.to_thread(self._beat, status())
-                if failing:
-                    log.info("ServerlessNode %s is being updated again", self.facts.node_name)
-                failing = False
-            except Exception as exc:  # the API server may be down; keep the node running
-                if not failing:
-                    log.warning("cannot update ServerlessNode %s: %s", self.facts.node_name, exc)
-                failing = True
-            await asyncio.sleep(interval)

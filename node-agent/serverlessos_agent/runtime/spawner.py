@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import FailedPrecondition
+from ..errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 SPAWN_TIMEOUT = 30.0
@@ -62,7 +62,7 @@ class Spawner:
             [
                 sys.executable,
                 "-m",
-                "serverlessos_agent.shim",
+                "serverlessos_agent.runtime.shim",
                 str(theirs.fileno()),
                 *(["--restore"] if self.can_restore else []),
             ],

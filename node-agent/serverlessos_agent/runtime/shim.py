@@ -1,6 +1,6 @@
 """The code that runs outside the agent: the fork server and the per-process shims.
 
-The agent starts one fork server (`python -m serverlessos_agent.shim FD`), a
+The agent starts one fork server (`python -m serverlessos_agent.runtime.shim FD`), a
 small single-threaded process, and asks it over a SOCK_SEQPACKET socket to
 start processes. For each, it forks a *shim*: a session leader that
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to bound memory
 ROOTS = ("images", "work", "logs")

@@ -3,7 +3,8 @@
 Detected once at start and published in the node's ServerlessNode capabilities,
 so the operator can choose a migration mode (post-copy needs lazy pages through
 userfaultfd, pre-copy needs soft-dirty tracking), and CRIU's RPC interface
-(`Swrk`) that checkpoint and restore go through.
+(`Swrk`) that checkpoint and restore go through: the shims restore through it
+(runtime/shim.py), migration/source.py dumps through it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from serverlessos.criu import rpc_pb2 as rpc
 
-from .errors import FailedPrecondition
+from ..errors import FailedPrecondition
 
 # criu check --feature NAME: what each tells us.
 FEATURES = {
@@ -28,6 +29,9 @@ FEATURES = {
     "mem_dirty_track": "dirty-tracking",  # pre-copy: iterative dumps
 }
 MIN_MAJOR = 4
+# Post-copy's helpers (the source's page server, the target's lazy-pages daemon)
+# get this long to be ready.
+LAZY_READY_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,15 @@ class CriuInfo:
     usable: bool  # `criu check` passed
     features: list[str] = field(default_factory=list)
     problem: str = ""
+
+
+def usable_binary(criu: CriuInfo | None, node_name: str) -> str:
+    """The CRIU binary a migration step runs, or FailedPrecondition saying why there is none."""
+    if criu is None:
+        raise FailedPrecondition(f"node {node_name} has no CRIU: it cannot migrate")
+    if not criu.usable:
+        raise FailedPrecondition(f"CRIU on node {node_name} is not usable: {criu.problem}")
+    return criu.path
 
 
 def _run(args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

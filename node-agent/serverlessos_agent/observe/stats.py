@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cgroup import CgroupDriver, SubtreeUsage
+from ..records import Ref
+from ..runtime.validation import NodeCapacity
 from . import netdev
-from .cgroup import CgroupDriver, SubtreeUsage
-from .model import Ref
 
 PROC = Path("/proc")
 
@@ -209,3 +210,27 @@ class StatsSampler:
             memory_peak=peak,
             cpu_usage_cores=rate,
         )
+
+
+class NodeFigures:
+    """The latest node sample, which GetNodeStats, /metrics and the ServerlessNode
+    status all read, and the capacity that limits are checked against. The daemon
+    retakes it every --stats-interval; between samples every reader sees the same one."""
+
+    def __init__(self, sampler: StatsSampler) -> None:
+        self._sampler = sampler
+        self._latest: NodeSample | None = None
+        self._capacity = NodeCapacity(sampler.cpu_capacity_millis, sampler.memory_total)
+
+    def refresh(self, groups: dict[Ref, str]) -> None:
+        self._latest = self._sampler.sample(groups)
+        # A node cgroup's limits may change while the agent runs.
+        self._capacity = NodeCapacity(self._latest.cpu_capacity_millis, self._latest.memory_total)
+
+    def latest(self) -> NodeSample:
+        if self._latest is None:
+            raise RuntimeError("no node sample taken yet")  # the daemon takes one first
+        return self._latest
+
+    def capacity(self) -> NodeCapacity:
+        return self._capacity
