@@ -63,6 +63,21 @@ def test_bad_checkpoint_requests(criu_agent: AgentProcess) -> None:
     criu_agent.wait_for("done", lambda p: p.state == pb.PROCESS_STATE_SUCCEEDED)
     code, details = code_of(lambda: checkpoint(criu_agent, "done", "127.0.0.1:1"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "not Running" in details
+    # A bad migration id is refused before the process is touched: it stays Running.
+    for bad in ("", "../x", ".hidden"):
+        request = pb.CheckpointProcessRequest(
+            ref=ref("c"),
+            migration_id=bad,
+            target_endpoint="127.0.0.1:1",
+            mode=pb.MIGRATION_MODE_STOP_AND_COPY,
+        )
+        code, details = code_of(lambda r=request: list(criu_agent.stub.CheckpointProcess(r)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "bad migration id" in details
+    process = criu_agent.stub.GetProcess(pb.GetProcessRequest(ref=ref("c")))
+    assert process.state == pb.PROCESS_STATE_RUNNING and not process.message
+    assert pb.EVENT_TYPE_FROZEN not in [
+        e.type for e in _events(criu_agent) if e.process.spec.name == "c"
+    ]
 
 
 def test_an_unreachable_target_leaves_the_process_running_where_it_was(

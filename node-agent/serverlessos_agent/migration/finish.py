@@ -32,6 +32,7 @@ class MigrationFinisher:
         self._source = source
         self._target = target
         self._dirs = dirs
+        self._cleanups: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
 
     async def finish(self, migration_id: str, ref: Ref, commit: bool, timeout: float) -> str:
         async with self._dirs.lock(migration_id):
@@ -85,7 +86,11 @@ class MigrationFinisher:
             if not self._target.pulling(migration_id):
                 self._dirs.remove(migration_id)
             else:  # the lazy-pages daemon still reads the images: clean up after it
-                asyncio.get_running_loop().create_task(self._remove_when_pulled(migration_id))
+                cleanup = asyncio.get_running_loop().create_task(
+                    self._remove_when_pulled(migration_id)
+                )
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
             return "kept"
         await self._target.stop_lazy_pages(migration_id)
         outcome = "discarded the received checkpoint"

@@ -98,6 +98,7 @@ class CheckpointSource:
         if mode not in (pb.MIGRATION_MODE_STOP_AND_COPY, pb.MIGRATION_MODE_POST_COPY):
             raise InvalidArgument(f"unsupported migration mode {mode}")
         lazy = mode == pb.MIGRATION_MODE_POST_COPY
+        self._dirs.path(migration_id)  # a bad id is refused before anything is frozen
         async with self._dirs.lock(migration_id):
             record = await self._freezer.freeze(ref, migration_id)
             assert record.run is not None

@@ -52,6 +52,7 @@ class CheckpointTarget:
         self._dirs = dirs
         self._criu = criu
         self._lazy: dict[str, asyncio.subprocess.Process] = {}
+        self._reapers: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
 
     async def receive(self, stream: AsyncIterator[pb.CheckpointChunk]) -> int:
         usable_binary(self._criu, self._node_name)
@@ -185,7 +186,9 @@ class CheckpointTarget:
                     + (log_tail(images / "lazy-pages.log") or "no reason logged")
                 )
             await asyncio.sleep(0.005)
-        asyncio.get_running_loop().create_task(self._reap_lazy(migration_id, proc, images))
+        reaper = asyncio.get_running_loop().create_task(self._reap_lazy(migration_id, proc, images))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
 
     async def _reap_lazy(
         self, migration_id: str, proc: asyncio.subprocess.Process, images: Path

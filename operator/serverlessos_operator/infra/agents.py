@@ -20,7 +20,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 # Pings find an agent that stopped answering (a frozen or partitioned node) even
-# when its stream is idle; the agent's server allows them (see its agent.py).
+# when its stream is idle; the agent's server allows them (see its rpc/server.py).
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
