@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .api.meta import describe, object_ref
-from .api.v1alpha1 import ClusterCgroup, ProcessMigration, ServerlessNode
+from .api.v1alpha1 import ClusterCgroup, MigrationPhase, ProcessMigration, ServerlessNode
 from .budgets.book import BudgetBook
 from .budgets.controller import ClusterCgroupController
 from .config import OperatorConfig
@@ -267,7 +267,7 @@ class Operator:
 
     def _migration_finished(self, mode: str, phase: str, downtime: float | None) -> None:
         self.metrics.migrations.labels(mode, phase).inc()
-        if phase == "Succeeded" and downtime is not None:
+        if phase == MigrationPhase.SUCCEEDED and downtime is not None:
             self.metrics.migration_downtime.labels(mode).observe(downtime)
 
     def _pressures(self) -> dict[str, float]:

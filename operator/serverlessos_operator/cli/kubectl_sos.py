@@ -24,7 +24,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.table import table
 
 from ..api.meta import GROUP, VERSION
-from ..api.v1alpha1 import MigrationPhase
+from ..api.v1alpha1 import MigrationMode, MigrationPhase, ProcessPhase
 from ..infra.kube import MIGRATIONS, NODES, PROCESSES
 
 
@@ -67,7 +67,7 @@ def get(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
             [
                 item["metadata"]["namespace"],
                 item["metadata"]["name"],
-                status.get("phase", "Pending"),
+                status.get("phase", ProcessPhase.PENDING),
                 status.get("node") or "-",
                 str(status.get("pid") or "-"),
                 usage.get("cpu", "-"),
@@ -147,7 +147,7 @@ def migrate(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         item = _dict(api.get_namespaced_custom_object(GROUP, VERSION, namespace, MIGRATIONS, name))
         status: dict[str, Any] = item.get("status") or {}
-        phase = status.get("phase") or "Pending"
+        phase = status.get("phase") or MigrationPhase.PENDING
         line = f"{phase}"
         if status.get("targetNode"):
             line += f" {status.get('sourceNode')} -> {status.get('targetNode')}"
@@ -159,7 +159,7 @@ def migrate(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
         if MigrationPhase(phase).terminal:
             extra = f", downtime {status['downtime']}" if status.get("downtime") else ""
             print(f"{phase}{extra}: {status.get('message', '')}")
-            return 0 if phase == "Succeeded" else 1
+            return 0 if phase == MigrationPhase.SUCCEEDED else 1
         time.sleep(0.5)
     raise PluginError(f"{name} did not finish within {args.timeout:.0f}s")
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     mg.add_argument("name")
     mg.add_argument("--to", help="target node (default: placement picks one)")
     mg.add_argument(
-        "--mode", default="Auto", choices=["Auto", "StopAndCopy", "PreCopy", "PostCopy"]
+        "--mode", default=MigrationMode.AUTO.value, choices=[m.value for m in MigrationMode]
     )
     mg.add_argument("--wait", action="store_true", help="follow it until it ends")
     mg.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")

@@ -9,7 +9,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from serverlessos.metrics_server import serve_registry
 
-PHASES = ("Pending", "Unschedulable", "Scheduled", "Running", "Succeeded", "Failed")
+from ..api.v1alpha1 import ProcessPhase
+
+PHASES = tuple(ProcessPhase)
 
 
 class _Gauges(Collector):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ..api.conditions import set_condition, wire
 from ..api.meta import Condition, now, object_ref
+from ..api.v1alpha1 import MigrationPhase, ProcessPhase
 from .events import EventSink
 from .kube import StatusWriter
 
@@ -95,9 +96,11 @@ class Refusals:
     ) -> None:
         status = body.get("status") or {}
         if kind == Kind.MIGRATION:
-            if status.get("phase") in (None, "", "Pending"):  # never rewrite one under way
+            if status.get("phase") in (None, "", MigrationPhase.PENDING):  # not one under way
                 await self.kube.patch_migration_status(
-                    namespace, name, {"phase": "Failed", "completedAt": now(), "message": message}
+                    namespace,
+                    name,
+                    {"phase": MigrationPhase.FAILED, "completedAt": now(), "message": message},
                 )
             return
         condition = CONDITION.get(kind)
@@ -110,7 +113,7 @@ class Refusals:
         if kind == Kind.PROCESS:
             patch["observedGeneration"] = generation
             if not status.get("phase"):  # never un-run a running process
-                patch.update(phase="Pending", reason=INVALID, message=message)
+                patch.update(phase=ProcessPhase.PENDING, reason=INVALID, message=message)
             await self.kube.patch_process_status(namespace, name, patch)
         else:
             await self.kube.patch_cgroup_status(namespace, name, patch)

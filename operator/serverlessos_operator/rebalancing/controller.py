@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from ..api.meta import API_VERSION
-from ..api.v1alpha1 import MigrationPolicy, ProcessPhase
+from ..api.v1alpha1 import MigrationMode, MigrationPolicy, ProcessPhase
 from ..infra.events import EventSink
 from ..infra.isolation import Failure, Isolation
 from ..infra.kube import StatusWriter
@@ -142,7 +142,7 @@ class RebalanceController:
                 "labels": {INITIATOR: "rebalancer"},
                 "annotations": {"serverlessos.io/reason": reason[:1000]},
             },
-            "spec": {"process": info.name, "targetNode": target, "mode": "Auto"},
+            "spec": {"process": info.name, "targetNode": target, "mode": MigrationMode.AUTO},
         }
         created = await self.kube.create_migration(info.namespace, body)
         name = created["metadata"]["name"]
