@@ -137,7 +137,7 @@ def test_plain_update_cancels_the_lease_and_stop_cancels_its_timer(agent: AgentP
         (3601.0, 300, "at most 3600 seconds"),
         (math.nan, 300, "out of range"),
         (2.0, 5, "lease fallback: cpu limit 5m is below 10m"),
-        (2.0, 10**9, "lease fallback: cpu limit 1000000 exceeds"),
+        (2.0, 10**9, "lease fallback: cpu limit 1M exceeds"),  # canonical, as Kubernetes prints it
     ],
 )
 def test_invalid_leases_are_refused(
