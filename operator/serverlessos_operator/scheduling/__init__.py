@@ -1,1 +1,1 @@
-"""Where processes run: the node ledger, pressure, placement, and rebalancing hot nodes."""
+"""Where processes run: the node ledger, pressure, constraints and placement (pure code)."""
