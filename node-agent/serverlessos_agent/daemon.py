@@ -21,6 +21,7 @@ from .migration.directory import MigrationDirs
 from .migration.finish import MigrationFinisher
 from .migration.source import CheckpointSource
 from .migration.target import CheckpointTarget
+from .migration.transfer import ReceiveLimits
 from .observe.metrics import AgentCollector, Metrics, Snapshot
 from .observe.node_status import NodeFacts, node_status
 from .observe.stats import NodeFigures, StatsSampler
@@ -55,6 +56,7 @@ class AgentConfig:
     log_max_bytes: int = 10 * 2**20
     log_keep: int = 1
     criu: str = "criu"
+    max_checkpoint_bytes: int = 64 << 30  # what one received checkpoint may hold
     # Kubernetes registration (ServerlessNode): off unless one of these is set.
     kubeconfig: str | None = None
     in_cluster: bool = False
@@ -168,6 +170,7 @@ async def run(config: AgentConfig) -> None:
         lifecycle=supervisor.lifecycle,
         dirs=dirs,
         criu=criu_info,
+        limits=ReceiveLimits(max_bytes=config.max_checkpoint_bytes),
     )
     finisher = MigrationFinisher(
         table=table, lifecycle=supervisor.lifecycle, source=source, target=target, dirs=dirs

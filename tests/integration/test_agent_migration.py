@@ -4,6 +4,7 @@ checkpoint that cannot reach its target leaves the process running where it was.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -149,3 +150,66 @@ def test_restore_and_finish_of_unknown_migrations(criu_agent: AgentProcess) -> N
         pb.FinishMigrationRequest(migration_id="nope", ref=ref("x"), commit=False)
     )
     assert reply.outcome == "nothing to do"
+
+
+def _header(
+    agent: AgentProcess, migration_id: str, namespace: str, name: str
+) -> pb.CheckpointChunk:
+    process = pb.Process(
+        spec=pb.ProcessSpec(name=name, owner=pb.Owner(namespace=namespace, uid="u"), argv=["x"])
+    )
+    workdir = str(agent.state_dir / "processes" / namespace / name / "work")
+    return pb.CheckpointChunk(
+        header=pb.CheckpointHeader(migration_id=migration_id, process=process, workdir=workdir)
+    )
+
+
+def _tree(root: Path) -> set[tuple[str, int]]:
+    """Every entry under the agent's state and when it last changed (but the checkpoint
+    area itself, where a refused checkpoint's directory comes and goes)."""
+    return {
+        (str(p.relative_to(root)), p.lstat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p != root / "migrations"
+    }
+
+
+@pytest.mark.parametrize(
+    ("migration_id", "namespace", "name", "detail"),
+    [
+        ("m3", "../../etc", "c", "namespace"),
+        ("m3", "default", "../agent.lock", "name"),
+        ("../m3", "default", "c", "bad migration id"),
+    ],
+)
+def test_a_peer_cannot_name_paths_outside_its_checkpoint(
+    criu_agent: AgentProcess, migration_id: str, namespace: str, name: str, detail: str
+) -> None:
+    before = _tree(criu_agent.state_dir)
+    chunks = [_header(criu_agent, migration_id, namespace, name)]
+    code, details = code_of(lambda: criu_agent.stub.ReceiveCheckpoint(iter(chunks)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and detail in details
+    assert _tree(criu_agent.state_dir) == before, "nothing changed in the agent's state"
+
+
+def test_a_symlink_escape_from_a_peer_is_refused_and_nothing_outside_changes(
+    criu_agent: AgentProcess, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    before = _tree(criu_agent.state_dir)
+    data = b"owned"
+    chunks = [
+        _header(criu_agent, "m4", "default", "c"),
+        pb.CheckpointChunk(file_start=pb.FileStart(path="work/out", symlink_target=str(outside))),
+        pb.CheckpointChunk(file_start=pb.FileStart(path="work/out/evil", size=len(data))),
+        pb.CheckpointChunk(data=data),
+        pb.CheckpointChunk(file_end=pb.FileEnd(sha256=hashlib.sha256(data).digest())),
+        pb.CheckpointChunk(done=pb.CheckpointDone(files=1)),
+    ]
+    code, details = code_of(lambda: criu_agent.stub.ReceiveCheckpoint(iter(chunks)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "symlink" in details
+    assert list(outside.iterdir()) == []
+    assert not (criu_agent.state_dir / "migrations" / "m4").exists()
+    assert _tree(criu_agent.state_dir) == before
+    assert criu_agent.stub.ListProcesses(pb.ListProcessesRequest()) is not None  # still serving

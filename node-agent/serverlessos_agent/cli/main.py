@@ -68,6 +68,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--log-max-size", type=_bytes, default=10 * 2**20, help="rotate logs above")
     p.add_argument("--log-max-files", type=int, default=1, help="rotated log files kept")
     p.add_argument("--criu", default="criu", help="CRIU binary (detected and published)")
+    p.add_argument(
+        "--max-checkpoint-size",
+        type=_bytes,
+        default=64 << 30,
+        help="the most a checkpoint received from another agent may hold (default 64Gi)",
+    )
     k8s = p.add_argument_group("Kubernetes registration (writes this node's ServerlessNode)")
     k8s.add_argument("--kubeconfig", help="register through this kubeconfig")
     k8s.add_argument("--in-cluster", action="store_true", help="register with the pod's account")
@@ -100,6 +106,7 @@ def serve(args: argparse.Namespace) -> int:
         log_max_bytes=args.log_max_size,
         log_keep=args.log_max_files,
         criu=args.criu,
+        max_checkpoint_bytes=args.max_checkpoint_size,
         kubeconfig=args.kubeconfig,
         in_cluster=args.in_cluster,
         advertise_address=args.advertise_address,

@@ -10,6 +10,7 @@ restore, finish), so none runs in the middle of another.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from serverlessos.files import atomic_write_json, read_json
 
 from ..errors import InvalidArgument
 
+_MIGRATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 LEFTOVER_TTL = 3600.0  # received checkpoints nobody restored are removed after this
 
 
@@ -32,9 +34,13 @@ class MigrationDirs:
         return self._locks.setdefault(migration_id, asyncio.Lock())
 
     def path(self, migration_id: str) -> Path:
-        """The migration's directory; the id is the operator's, so it is checked."""
-        if not migration_id or "/" in migration_id or migration_id.startswith("."):
-            raise InvalidArgument(f"bad migration id {migration_id!r}")
+        """The migration's directory; the id comes over the wire, so it is checked (the
+        operator uses the ProcessMigration's uid)."""
+        if not _MIGRATION_ID.fullmatch(migration_id):
+            raise InvalidArgument(
+                f"bad migration id {migration_id!r}: use 1-128 letters, digits, '-', '_' "
+                "or '.', starting with a letter or digit"
+            )
         return self.root / migration_id
 
     def fresh(self, migration_id: str) -> Path:

@@ -23,13 +23,14 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
 from .. import convert
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ..records import ProcessRecord
+from ..records import ProcessRecord, Ref
 from ..runtime.criu import LAZY_READY_TIMEOUT, CriuInfo, log_tail, usable_binary
 from ..runtime.lifecycle import Lifecycle
 from ..runtime.process_table import ProcessTable
+from ..runtime.validation import check_label
 from ..storage.record_store import RecordStore
 from .directory import MigrationDirs
-from .transfer import Receiver
+from .transfer import ReceiveLimits, Receiver
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class CheckpointTarget:
         lifecycle: Lifecycle,
         dirs: MigrationDirs,
         criu: CriuInfo | None,
+        limits: ReceiveLimits | None = None,
     ) -> None:
         self._node_name = node_name
         self._table = table
@@ -51,6 +53,7 @@ class CheckpointTarget:
         self._lifecycle = lifecycle
         self._dirs = dirs
         self._criu = criu
+        self._limits = limits or ReceiveLimits()
         self._lazy: dict[str, asyncio.subprocess.Process] = {}
         self._reapers: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
 
@@ -60,11 +63,8 @@ class CheckpointTarget:
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("a checkpoint stream must start with its header")
         header = first.header
-        ref = convert.ref_from_pb(
-            pb.ProcessRef(
-                namespace=header.process.spec.owner.namespace, name=header.process.spec.name
-            )
-        )
+        ref = _checked_ref(header)  # before any path is built from the sender's names
+        self._dirs.path(header.migration_id)
         if ref in self._table:
             raise AlreadyExists(f"process {ref} already exists on node {self._node_name}")
         expected_workdir = str(self._store.dir(ref) / "work")
@@ -83,16 +83,17 @@ class CheckpointTarget:
                 "header": header.SerializeToString().hex(),
             }
             self._dirs.write_meta(header.migration_id, meta)
-            receiver = Receiver(directory)
+            receiver = Receiver(directory, self._limits)
             try:
                 async for chunk in stream:
                     await asyncio.to_thread(receiver.feed, chunk)
                 if receiver.done is None:
                     raise InvalidArgument("the checkpoint stream ended early")
             except BaseException:
-                receiver.close()
                 self._dirs.remove(header.migration_id)
                 raise
+            finally:
+                receiver.close()
             meta["state"] = "received"
             self._dirs.write_meta(header.migration_id, meta)
         return receiver.received_bytes
@@ -109,6 +110,7 @@ class CheckpointTarget:
         async with self._dirs.lock(migration_id):
             directory = self._dirs.path(migration_id)
             meta, header = self._meta(migration_id)
+            _checked_ref(header)  # as at receive: never a path from an unchecked name
             spec = convert.spec_from_pb(header.process.spec)
             if meta["state"] == "restored":
                 record = self._table.get(spec.ref)
@@ -220,3 +222,13 @@ class CheckpointTarget:
         if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def _checked_ref(header: pb.CheckpointHeader) -> Ref:
+    """The process a checkpoint is for, its names checked as every RPC checks them."""
+    ref = convert.ref_from_pb(
+        pb.ProcessRef(namespace=header.process.spec.owner.namespace, name=header.process.spec.name)
+    )
+    check_label("name", ref.name)
+    check_label("namespace", ref.namespace)
+    return ref

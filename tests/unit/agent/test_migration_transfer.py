@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_agent.errors import InvalidArgument
-from serverlessos_agent.migration.transfer import CHUNK, Receiver, Source, chunks
+from serverlessos_agent.migration.transfer import CHUNK, ReceiveLimits, Receiver, Source, chunks
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -82,3 +82,72 @@ def test_a_stream_cut_short_or_padded_is_refused(tmp_path: Path) -> None:
     receiver = Receiver(tmp_path / "b")
     with pytest.raises(InvalidArgument, match="announced 3 files"):
         receiver.feed(pb.CheckpointChunk(done=pb.CheckpointDone(files=3)))
+
+
+def _feed_file(receiver: Receiver, path: str, data: bytes) -> None:
+    receiver.feed(pb.CheckpointChunk(file_start=pb.FileStart(path=path, size=len(data))))
+    receiver.feed(pb.CheckpointChunk(data=data))
+    receiver.feed(pb.CheckpointChunk(file_end=pb.FileEnd(sha256=hashlib.sha256(data).digest())))
+
+
+@pytest.mark.parametrize("through", ["work/link/evil", "work/link/sub/evil"])
+def test_a_symlink_sent_by_the_peer_is_never_followed(tmp_path: Path, through: str) -> None:
+    """A hostile peer sends a link to a place outside, then files "inside" the link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    receiver = Receiver(tmp_path / "dst")
+    receiver.feed(
+        pb.CheckpointChunk(file_start=pb.FileStart(path="work/link", symlink_target=str(outside)))
+    )
+    with pytest.raises(InvalidArgument, match="symlink"):
+        _feed_file(receiver, through, b"owned")
+    assert list(outside.iterdir()) == [], "nothing was written outside the checkpoint"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["work", "images", "work/./x", "work//x", "work/x/", "work/a\0b", "work/" + "n" * 256],
+)
+def test_only_plain_names_beneath_a_root_are_taken(tmp_path: Path, path: str) -> None:
+    receiver = Receiver(tmp_path)
+    with pytest.raises(InvalidArgument, match="refusing checkpoint path"):
+        receiver.feed(pb.CheckpointChunk(file_start=pb.FileStart(path=path, size=1)))
+
+
+def test_symlinks_are_leaves_only_and_never_in_images(tmp_path: Path) -> None:
+    receiver = Receiver(tmp_path / "dst")
+    with pytest.raises(InvalidArgument, match="images hold none"):
+        receiver.feed(
+            pb.CheckpointChunk(file_start=pb.FileStart(path="images/x", symlink_target="/etc"))
+        )
+    # A link as a directory later on (the peer sends the link, then the "directory").
+    receiver.feed(pb.CheckpointChunk(file_start=pb.FileStart(path="work/d", symlink_target="/")))
+    with pytest.raises(InvalidArgument, match="symlink"):
+        receiver.feed(pb.CheckpointChunk(file_start=pb.FileStart(path="work/d/x", directory=True)))
+    # A file where a directory is claimed.
+    _feed_file(receiver, "work/f", b"1")
+    with pytest.raises(InvalidArgument, match="not a directory"):
+        _feed_file(receiver, "work/f/g", b"2")
+
+
+def test_sizes_and_counts_are_capped_as_they_arrive(tmp_path: Path) -> None:
+    limits = ReceiveLimits(max_bytes=10, max_entries=3)
+    receiver = Receiver(tmp_path / "a", limits)
+    with pytest.raises(InvalidArgument, match="past the checkpoint cap"):
+        receiver.feed(pb.CheckpointChunk(file_start=pb.FileStart(path="work/big", size=11)))
+    receiver = Receiver(tmp_path / "b", limits)
+    receiver.feed(pb.CheckpointChunk(file_start=pb.FileStart(path="work/f", size=2)))
+    with pytest.raises(InvalidArgument, match="more bytes than the 2 announced"):
+        receiver.feed(pb.CheckpointChunk(data=b"abc"))
+    receiver = Receiver(tmp_path / "c", limits)
+    for i in range(3):
+        _feed_file(receiver, f"work/{i}", b"")
+    with pytest.raises(InvalidArgument, match="more than 3 entries"):
+        _feed_file(receiver, "work/3", b"")
+
+
+def test_setuid_and_setgid_bits_are_dropped(tmp_path: Path) -> None:
+    receiver = Receiver(tmp_path)
+    receiver.feed(pb.CheckpointChunk(file_start=pb.FileStart(path="work/s", mode=0o6755, size=0)))
+    receiver.feed(pb.CheckpointChunk(file_end=pb.FileEnd(sha256=hashlib.sha256(b"").digest())))
+    assert (tmp_path / "work" / "s").stat().st_mode & 0o7777 == 0o755
