@@ -110,6 +110,15 @@ def test_delete_stops_the_process_and_removes_its_cgroup(namespace: str) -> None
             {"command": ["x"], "tolerations": [{"operator": "Exists", "value": "v"}]},
             "a toleration with operator Exists must not have a value",
         ),
+        (
+            {
+                "command": ["x"],
+                "args": ["a" * 32000, "b" * 30000],
+                "env": [{"name": "E", "value": "c" * 2000}],
+            },
+            "command, args and env together must stay within 64000 characters",
+        ),
+        ({"command": ["x"], "env": [{"name": "E", "value": "v" * 32001}]}, "Too long"),
     ],
 )
 def test_bad_specs_are_rejected_by_the_api_server(namespace: str, spec, words: str) -> None:
@@ -348,3 +357,27 @@ def test_resources_change_live_and_what_runs_is_immutable(namespace: str) -> Non
     result = patch_spec("elastic", namespace, {"command": ["sleep", "1"]}, check=False)
     assert result.returncode != 0
     assert "is immutable: delete and re-create" in result.stderr
+
+
+def test_a_process_as_large_as_the_limits_allow_runs(namespace: str) -> None:
+    """Right under the API's size rule (64000 characters of command, args and env), and
+    with multi-byte characters: the API server, the operator and the agent all take it."""
+    apply(
+        process_manifest(
+            "roomy",
+            namespace,
+            command=["sh", "-c"],
+            args=['echo "${#BIG}"; sleep 3600', "x" * 20000],
+            env=[{"name": "BIG", "value": "b" * 30000}, {"name": "WIDE", "value": "é" * 13000}],
+        )
+    )
+    wait_phase("roomy", namespace, "Running", timeout=30)
+    out = wait_for(
+        lambda: (
+            "30000" in (text := run("kubectl-sos", "logs", "roomy", "-n", namespace).stdout)
+            and text
+        ),
+        timeout=15,
+        message="its output",
+    )
+    assert out.strip() == "30000"

@@ -52,6 +52,7 @@ class AgentConfig:
     metrics_listen: str = ""
     stats_interval: float = 2.0
     default_grace: float = 10.0
+    max_processes: int = 1000
     backoff: Backoff = field(default_factory=Backoff)
     log_max_bytes: int = 10 * 2**20
     log_keep: int = 1
@@ -130,7 +131,11 @@ async def run(config: AgentConfig) -> None:
     spawner = Spawner(can_restore=criu_info is not None and criu_info.usable)
     store = RecordStore(config.state_dir)
     supervisor = Supervisor(
-        LifecycleConfig(default_grace=config.default_grace, backoff=config.backoff),
+        LifecycleConfig(
+            default_grace=config.default_grace,
+            backoff=config.backoff,
+            max_processes=config.max_processes,
+        ),
         driver,
         store=store,
         journal=journal,

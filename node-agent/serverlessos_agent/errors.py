@@ -23,3 +23,7 @@ class FailedPrecondition(AgentError):
 
 class OutOfRange(AgentError):
     """A watch asked for events that are no longer retained."""
+
+
+class ResourceExhausted(AgentError):
+    """A bound of the agent is reached (processes per node, streams per peer): try later."""

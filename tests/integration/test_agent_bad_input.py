@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -41,6 +42,13 @@ def _start_error(agent: AgentProcess, **spec_fields) -> grpc.RpcError:
         ({"resources": pb.Resources(memory_bytes=2**62)}, INVALID, "exceeds this node's memory"),
         ({"working_dir": "relative/dir"}, INVALID, "absolute path"),
         ({"env": {"1BAD": "x"}}, INVALID, "environment variable name"),
+        ({"env": {"BIG": "x" * (128 * 1024)}}, INVALID, "takes at most 131071 per string"),
+        ({"argv": ["sleep", "é" * (64 * 1024)]}, INVALID, "takes at most 131071 per string"),
+        (
+            {"env": {f"V{i}": "x" * 100_000 for i in range(3)}},
+            INVALID,
+            "at most 262144 are taken",
+        ),
     ],
 )
 def test_start_rejects_bad_specs(agent: AgentProcess, fields, code, words) -> None:
@@ -119,3 +127,73 @@ def test_unprivileged_user_gets_failed_precondition_naming_what_is_missing(agent
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "cgroup" in err.details() and "permission denied" in err.details()
     assert "CAP_SYS_ADMIN" in err.details()
+
+
+def test_an_environment_as_large_as_the_kernel_takes_starts(agent: AgentProcess) -> None:
+    """About 200 KiB of environment used to break the hand-off to the fork server (one
+    socket message past its buffer), and the start failed each time it was retried."""
+    env = {"A": "a" * 100_000, "B": "b" * 100_000, "C": "é" * 20_000}
+    running = agent.run("roomy", ["sh", "-c", 'echo "${#A} ${#B}"; sleep 300'], env=env)
+    assert running.state == pb.PROCESS_STATE_RUNNING and running.pid > 0
+    deadline = time.monotonic() + 10
+    while agent.logs("roomy").strip() != b"100000 100000":
+        assert time.monotonic() < deadline, agent.logs("roomy")
+        time.sleep(0.05)
+
+
+def test_a_node_keeps_at_most_max_processes(agent_factory) -> None:
+    agent = agent_factory(extra=["--max-processes", "2"])
+    agent.run("one", ["sleep", "300"])
+    agent.run("two", ["sleep", "300"])
+    with pytest.raises(grpc.RpcError) as err:
+        agent.run("three", ["sleep", "300"])
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-processes" in err.value.details()
+    agent.stop("one")
+    agent.run("three", ["sleep", "300"])  # room again
+
+
+def test_streams_from_one_client_are_bounded_and_the_agent_stays_healthy(
+    agent: AgentProcess,
+) -> None:
+    agent.run("seen", ["sleep", "300"])  # so that every watch from seq 0 has an event
+
+    def watch() -> object:
+        return agent.stub.WatchProcesses(pb.WatchProcessesRequest(since_seq=0), timeout=30)
+
+    held = [watch() for _ in range(16)]
+    try:
+        for stream in held:
+            next(stream)  # its first event: the agent holds this stream now
+        extra = watch()
+        with pytest.raises(grpc.RpcError) as err:
+            next(extra)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "at most 16 watch streams at once from one client" in err.value.details()
+    finally:
+        for stream in held:
+            stream.cancel()
+    assert agent.stub.ListProcesses(pb.ListProcessesRequest(), timeout=5) is not None
+    deadline = time.monotonic() + 10
+    while True:  # the cancelled streams give their slots back
+        try:
+            next(watch())
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_a_large_log_is_read_in_bounded_pieces(agent: AgentProcess) -> None:
+    agent.run("chatty", ["sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' 'x'; echo; sleep 300"])
+    log = Path(agent.get("chatty").log_path)
+    deadline = time.monotonic() + 20
+    while not (log.exists() and log.stat().st_size > 20_000_000):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    request = pb.ReadLogsRequest(ref=pb.ProcessRef(namespace="default", name="chatty"))
+    sizes = [len(c.data) for c in agent.stub.ReadLogs(request, timeout=30)]
+    assert sum(sizes) == 20_000_001 and max(sizes) <= 64 * 1024
+    tail = list(agent.stub.ReadLogs(pb.ReadLogsRequest(ref=request.ref, tail_lines=1)))
+    assert len(b"".join(c.data for c in tail)) == 20_000_001  # one line, all of it

@@ -69,6 +69,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--log-max-files", type=int, default=1, help="rotated log files kept")
     p.add_argument("--criu", default="criu", help="CRIU binary (detected and published)")
     p.add_argument(
+        "--max-processes",
+        type=int,
+        default=1000,
+        help="processes this node keeps at once; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    p.add_argument(
         "--max-checkpoint-size",
         type=_bytes,
         default=64 << 30,
@@ -102,6 +108,7 @@ def serve(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         stats_interval=args.stats_interval,
         default_grace=args.default_grace,
+        max_processes=args.max_processes,
         backoff=Backoff(base=args.restart_backoff, cap=args.restart_backoff_max),
         log_max_bytes=args.log_max_size,
         log_keep=args.log_max_files,

@@ -19,9 +19,14 @@ OPTIONS = [
 ]
 
 
+# Calls in flight at once, beyond which new ones are RESOURCE_EXHAUSTED (a flood of
+# requests cannot take every thread and every byte of the agent).
+MAX_CONCURRENT_RPCS = 512
+
+
 class AgentServer:
     def __init__(self, servicer: pb_grpc.AgentServicer) -> None:
-        self._server = grpc.aio.server(options=OPTIONS)
+        self._server = grpc.aio.server(options=OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
         pb_grpc.add_AgentServicer_to_server(servicer, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -28,8 +28,9 @@ from ..runtime.limits import ResourceUpdates
 from ..runtime.process_table import ProcessTable
 from ..runtime.validation import check_label
 from ..storage.event_journal import EventJournal
-from ..storage.log_files import follow, tail
+from ..storage.log_files import follow, read_spans, tail
 from .status import code_for, internal_error, unary
+from .streams import StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         self._journal = journal
         self._cgroups = cgroups
         self._log_keep = log_keep
+        self._watchers = StreamSlots("watch streams")
+        self._followers = StreamSlots("log followers")
         self._latest_sample = latest_sample
         self._source = source
         self._target = target
@@ -129,9 +132,10 @@ class AgentServicer(pb_grpc.AgentServicer):
         self, request: pb.WatchProcessesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProcessEvent]:
         try:
-            async for event in self._journal.watch(request.since_seq):
-                if not request.namespace or event.namespace == request.namespace:
-                    yield convert.event_to_pb(event)
+            with self._watchers.hold(context.peer()):
+                async for event in self._journal.watch(request.since_seq):
+                    if not request.namespace or event.namespace == request.namespace:
+                        yield convert.event_to_pb(event)
         except AgentError as exc:
             await context.abort(code_for(exc), str(exc))
 
@@ -147,13 +151,17 @@ class AgentServicer(pb_grpc.AgentServicer):
             await context.abort(code_for(exc), str(exc))
             return
         path = Path(record.log_path)
-        data, offset = tail(path, request.tail_lines, self._log_keep)
-        if data:
+        spans, offset = tail(path, request.tail_lines, self._log_keep)
+        for data in read_spans(spans):  # bounded pieces, never the whole log at once
             yield pb.LogChunk(data=data)
         if not request.follow:
             return
-        async for chunk in follow(path, offset, lambda: self._table.finished(record)):
-            yield pb.LogChunk(data=chunk)
+        try:
+            with self._followers.hold(context.peer()):
+                async for chunk in follow(path, offset, lambda: self._table.finished(record)):
+                    yield pb.LogChunk(data=chunk)
+        except AgentError as exc:
+            await context.abort(code_for(exc), str(exc))
 
     # ----- live migration --------------------------------------------------
 

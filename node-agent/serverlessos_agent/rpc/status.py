@@ -18,6 +18,7 @@ from ..errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    ResourceExhausted,
 )
 from ..observe.metrics import Metrics
 
@@ -29,6 +30,7 @@ CODES: dict[type[AgentError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

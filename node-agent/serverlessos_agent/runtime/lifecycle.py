@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cgroup import CgroupDriver
-from ..errors import AlreadyExists, FailedPrecondition, NotFound
+from ..errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from ..records import Lease, ProcessRecord, ProcessSpec, Reason, Ref, Run, State, Termination
 from ..storage.event_journal import EventType
 from ..storage.record_store import RecordStore
@@ -35,6 +35,7 @@ KILL_WAIT = 10.0
 class LifecycleConfig:
     default_grace: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
+    max_processes: int = 1000  # records this node keeps at once (--max-processes)
 
 
 class Lifecycle:
@@ -108,6 +109,11 @@ class Lifecycle:
             raise AlreadyExists(
                 f"process {spec.name!r} already exists in namespace {spec.namespace!r} "
                 f"(state {existing.state}); stop it first"
+            )
+        if len(self._table) >= self._config.max_processes:
+            raise ResourceExhausted(
+                f"node keeps {len(self._table)} processes, its limit (--max-processes); "
+                "place this one elsewhere"
             )
         directory = self._store.dir(spec.ref)
         record = ProcessRecord(

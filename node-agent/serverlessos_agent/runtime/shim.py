@@ -244,7 +244,7 @@ def serve(fd: int, can_restore: bool = False) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C is for the agent, which closes us
     while True:
         try:
-            data = sock.recv(1 << 20)
+            data = sock.recv(4 << 20)  # spawner.MESSAGE_BYTES (stdlib only here)
         except InterruptedError:
             continue
         if not data:

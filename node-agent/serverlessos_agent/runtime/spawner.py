@@ -12,10 +12,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import FailedPrecondition
+from ..errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
 SPAWN_TIMEOUT = 30.0
+# One request is one SOCK_SEQPACKET message: its buffers must hold the largest argv and
+# environment validation admits (256 KiB) even JSON-escaped, and the default ~208 KiB
+# does not (EMSGSIZE). The fork server reads with the same size (shim.py).
+MESSAGE_BYTES = 4 << 20
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # root may exceed net.core.wmem_max / rmem_max
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Spawner:
         if self._proc is not None:
             self._proc.poll()  # reap a fork server that died
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _size_buffers(ours)
+        _size_buffers(theirs)
         self._proc = subprocess.Popen(
             [
                 sys.executable,
@@ -108,8 +115,18 @@ class Spawner:
         request_id = next(self._ids)
         future: asyncio.Future[SpawnResult] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        payload = json.dumps({"id": request_id, **request.__dict__}).encode()
-        await asyncio.get_running_loop().sock_sendall(sock, payload)
+        payload = json.dumps({"id": request_id, **request.__dict__}, ensure_ascii=False).encode()
+        if len(payload) > MESSAGE_BYTES:
+            self._pending.pop(request_id, None)
+            raise InvalidArgument(
+                f"the process's command, environment and paths take {len(payload)} bytes to "
+                f"hand to the fork server, more than its {MESSAGE_BYTES}"
+            )
+        try:
+            await asyncio.get_running_loop().sock_sendall(sock, payload)
+        except OSError as exc:
+            self._pending.pop(request_id, None)
+            raise FailedPrecondition(f"cannot hand the process to the fork server: {exc}") from exc
         try:
             return await asyncio.wait_for(future, SPAWN_TIMEOUT)
         except TimeoutError as exc:
@@ -126,3 +143,13 @@ class Spawner:
         if self._proc is not None:
             proc = self._proc
             await asyncio.to_thread(proc.wait, 5)
+
+
+def _size_buffers(sock: socket.socket) -> None:
+    """Room for MESSAGE_BYTES in one message: forced where the agent may (root), else
+    as large as net.core.*mem_max allows (the size check in spawn() then says why)."""
+    for forced, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, MESSAGE_BYTES)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, MESSAGE_BYTES)

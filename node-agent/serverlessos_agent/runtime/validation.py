@@ -22,7 +22,12 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIN_CPU_MILLIS = 10
 # Below this a process cannot even exec a dynamically linked binary.
 MIN_MEMORY_BYTES = 4 * 2**20
-MAX_ARGV_BYTES = 128 * 1024
+# What exec(2) takes: each argument and each NAME=value at most MAX_ARG_STRLEN bytes
+# (with its NUL), and all of them together well under the kernel's total (a quarter
+# of the stack limit, 2 MiB with the usual 8 MiB), so the fork server's one message
+# carrying them stays small too.
+MAX_ARG_STRLEN = 128 * 1024
+MAX_EXEC_BYTES = 256 * 1024
 # Leases are renewed every few seconds; an hour is already far beyond any useful one.
 MAX_LEASE_SECONDS = 3600.0
 
@@ -91,8 +96,6 @@ def check_spec(spec: ProcessSpec, capacity: NodeCapacity) -> None:
         raise InvalidArgument("argv[0] (the command) is empty")
     if any("\0" in arg for arg in spec.argv):
         raise InvalidArgument("argv contains a NUL byte")
-    if sum(len(a) + 1 for a in spec.argv) > MAX_ARGV_BYTES:
-        raise InvalidArgument(f"argv is longer than {MAX_ARGV_BYTES} bytes")
     for key, value in spec.env.items():
         if not _ENV_NAME.match(key):
             raise InvalidArgument(
@@ -101,6 +104,18 @@ def check_spec(spec: ProcessSpec, capacity: NodeCapacity) -> None:
             )
         if "\0" in value:
             raise InvalidArgument(f"environment variable {key} contains a NUL byte")
+    sizes = [len(a.encode()) + 1 for a in spec.argv]
+    sizes += [len(k.encode()) + len(v.encode()) + 2 for k, v in spec.env.items()]
+    if max(sizes, default=0) > MAX_ARG_STRLEN:
+        raise InvalidArgument(
+            f"an argument or NAME=value of the environment is {max(sizes) - 1} bytes; the kernel "
+            f"takes at most {MAX_ARG_STRLEN - 1} per string"
+        )
+    if sum(sizes) > MAX_EXEC_BYTES:
+        raise InvalidArgument(
+            f"argv and environment are {sum(sizes)} bytes together; at most {MAX_EXEC_BYTES} "
+            "are taken (put large data in a file)"
+        )
     if spec.working_dir and not spec.working_dir.startswith("/"):
         raise InvalidArgument(f"working directory {spec.working_dir!r} must be an absolute path")
     check_resources(spec.resources, capacity)

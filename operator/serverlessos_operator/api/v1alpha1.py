@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field, WithJsonSchema, model_validator
 from pydantic.config import JsonDict
 from serverlessos.quantity import Quantity
 
@@ -106,9 +106,28 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
+# What exec(2) takes, in characters (the API server counts characters; the agent and
+# the kernel count bytes, at most 4 per character): each argument or NAME=value under
+# 128 KiB, all of them together under the agent's 256 KiB.
+MAX_STRING = 32000
+MAX_EXEC_CHARS = 64000
+STRING_ITEMS: JsonDict = {"type": "string", "maxLength": MAX_STRING}
+EXEC_SIZE_RULE = (
+    "self.command.map(c, size(c)).sum()"
+    " + (has(self.args) ? self.args.map(a, size(a)).sum() : 0)"
+    " + (has(self.env) ? self.env.map(e, size(e.name)"
+    " + (has(e.value) ? size(e.value) : 0)).sum() : 0)"
+    f" <= {MAX_EXEC_CHARS}"
+)
+EXEC_SIZE_MESSAGE = (
+    f"command, args and env together must stay within {MAX_EXEC_CHARS} characters (what "
+    "a process can be started with); put large data in a file"
+)
+
+
 class EnvVar(Model):
     name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME)
-    value: str = Field(default="", max_length=131072)
+    value: str = Field(default="", max_length=MAX_STRING)
 
 
 class Resources(Model):
@@ -157,7 +176,6 @@ IMMUTABLE: JsonDict = {
 
 
 STRING_ITEMS_4K: JsonDict = {"type": "string", "minLength": 1, "maxLength": 4096}
-STRING_ITEMS_32K: JsonDict = {"type": "string", "maxLength": 32768}
 
 
 class MigrationSettings(Model):
@@ -182,6 +200,12 @@ class MigrationSettings(Model):
 
 
 class ServerlessProcessSpec(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [{"rule": EXEC_SIZE_RULE, "message": EXEC_SIZE_MESSAGE}]
+        }
+    }
+
     command: list[str] = Field(
         min_length=1,
         max_length=64,
@@ -191,7 +215,7 @@ class ServerlessProcessSpec(Model):
     args: list[str] = Field(
         default_factory=list,
         max_length=1024,
-        json_schema_extra={"items": STRING_ITEMS_32K, **IMMUTABLE},
+        json_schema_extra={"items": STRING_ITEMS, **IMMUTABLE},
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=256, json_schema_extra=IMMUTABLE)
     working_dir: str | None = Field(
@@ -223,6 +247,18 @@ class ServerlessProcessSpec(Model):
         "wherever it runs (a ClusterCgroup's selector can also pick it; this name wins).",
         json_schema_extra=IMMUTABLE,
     )
+
+    @model_validator(mode="after")
+    def _fits_exec(self) -> ServerlessProcessSpec:
+        """The CRD's EXEC_SIZE_RULE, for objects stored before it existed."""
+        chars = (
+            sum(map(len, self.command))
+            + sum(map(len, self.args))
+            + sum(len(e.name) + len(e.value) for e in self.env)
+        )
+        if chars > MAX_EXEC_CHARS:
+            raise ValueError(f"{EXEC_SIZE_MESSAGE} (it has {chars})")
+        return self
 
 
 class Usage(Model):

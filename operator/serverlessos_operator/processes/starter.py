@@ -26,7 +26,7 @@ from .admission import BudgetPolicy
 from .agent_status import AgentStatus
 from .agent_view import start_request
 from .book import ProcessBook, ProcessInfo
-from .retry import Retry
+from .retry import Refused, Retry
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,11 @@ class ProcessStarter:
             if exc.code() in (
                 grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
             ):
-                # This node cannot run it (a missing privilege, a limit above its size):
-                # say why and place it again.
+                # This node cannot run it (a missing privilege, a limit above its size,
+                # as many processes as it keeps): say why and place it again.
                 message = f"node {node} refused the process: {exc.details()}"
-                self.events.post(info.ref, "Warning", "NodeRefused", message)
                 info.node = None
                 await self.book.patch(
                     info,
@@ -178,6 +178,6 @@ class ProcessStarter:
                         "message": message,
                     },
                 )
-                raise Retry(message) from exc
+                raise Refused(message) from exc
             raise Retry(f"agent on {node}: {exc.code().name}: {exc.details()}") from exc
         await self.agent_status.apply(info, node, process)

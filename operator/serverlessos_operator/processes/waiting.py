@@ -66,12 +66,11 @@ class WaitingProcesses:
                 await self.starter.ensure(info)
 
     async def _report(self, info: ProcessInfo, failure: Failure) -> None:
-        self.events.post(info.ref, "Warning", "ReconcileError", failure.message)
+        reason = getattr(failure.error, "reason", "ReconcileError")  # e.g. Refused's
+        self.events.post(info.ref, "Warning", reason, failure.message)
         async with self.book.lock(info.key):
             if self.book.current(info):
-                conditions = set_condition(
-                    info.conditions, SYNCED, False, "ReconcileError", failure.message
-                )
+                conditions = set_condition(info.conditions, SYNCED, False, reason, failure.message)
                 await self.book.patch(info, {"conditions": conditions})
 
     async def _recovered(self, info: ProcessInfo) -> None:

@@ -18,8 +18,9 @@ from serverlessos_agent.records import (
     State,
     Termination,
 )
+from serverlessos_agent.storage import log_files
 from serverlessos_agent.storage.event_journal import EventJournal, EventType
-from serverlessos_agent.storage.log_files import rotate_if_needed, tail
+from serverlessos_agent.storage.log_files import read_spans, rotate_if_needed, tail
 from serverlessos_agent.storage.record_store import RecordStore
 
 
@@ -31,10 +32,30 @@ def test_log_rotation_and_tail(tmp_path: Path) -> None:
     assert log.stat().st_size == 0 and (tmp_path / "output.log.1").exists()
     with open(log, "ab") as f:  # the process keeps appending (O_APPEND)
         f.write(b"after\n")
-    data, size = tail(log, 3, keep=1)
-    assert data == b"line98\nline99\nafter\n" and size == 6
+    spans, size = tail(log, 3, keep=1)
+    assert b"".join(read_spans(spans)) == b"line98\nline99\nafter\n" and size == 6
     everything, _ = tail(log, 0, keep=1)
-    assert everything.count(b"\n") == 101
+    assert b"".join(read_spans(everything)).count(b"\n") == 101
+
+
+@pytest.mark.parametrize("lines", [0, 1, 2, 5, 17, 500])
+@pytest.mark.parametrize("trailing", [True, False])
+def test_tail_reads_back_in_bounded_blocks_as_splitlines_would(
+    tmp_path: Path, lines: int, trailing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across rotated files and block edges (tiny blocks here), the same lines as
+    splitting the whole text; the pieces sent never exceed one block."""
+    monkeypatch.setattr(log_files, "READ_CHUNK", 7)
+    log = tmp_path / "output.log"
+    older = b"".join(b"old %d\n" % i for i in range(10))
+    newer = b"".join(b"new line %d\n" % i for i in range(8)) + (b"" if trailing else b"tail")
+    log.with_name("output.log.1").write_bytes(older)
+    log.write_bytes(newer)
+    spans, size = tail(log, lines, keep=1)
+    pieces = list(read_spans(spans))
+    whole = (older + newer).splitlines(keepends=True)
+    assert b"".join(pieces) == b"".join(whole[-lines:] if lines else whole)
+    assert size == len(newer) and all(len(p) <= 7 for p in pieces)
 
 
 def _record(name: str = "p") -> ProcessRecord:

@@ -139,3 +139,12 @@ def test_the_readme_sample_is_the_example_make_up_applies() -> None:
         ServerlessProcess.model_validate(example),
     )
     assert shown.spec == applied.spec and shown.metadata.name == applied.metadata.name
+
+
+def test_the_models_hold_the_crds_exec_size_rule_too() -> None:
+    """An object stored before the CRD had the rule is refused at the operator's door."""
+    fits = {"command": ["x"], "args": ["a" * 32000, "b" * 31000], "env": [{"name": "E"}]}
+    assert ServerlessProcess.model_validate({"spec": fits})
+    too_big = {**fits, "env": [{"name": "E", "value": "c" * 1000}]}
+    with pytest.raises(ValidationError, match="within 64000 characters"):
+        ServerlessProcess.model_validate({"spec": too_big})

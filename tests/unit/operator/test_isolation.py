@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any
 
+import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos_operator.api.conditions import find
 from serverlessos_operator.api.v1alpha1 import ClusterCgroup, ProcessPhase
@@ -26,7 +27,7 @@ from serverlessos_operator.rebalancing.controller import RebalanceController
 from serverlessos_operator.rebalancing.policy import RebalanceConfig, Rebalancer
 from serverlessos_operator.scheduling.pressure import Signals
 
-from .fakes import Events, admit, process, run
+from .fakes import Events, admit, process, rpc_error, run
 from .test_process_controllers import World, agent_status
 
 
@@ -70,6 +71,34 @@ def test_a_process_whose_start_fails_is_reported_and_backed_off_while_others_sta
     assert bad.phase == ProcessPhase.RUNNING
     synced = find(bad.conditions, "Synced")
     assert synced is not None and synced.true
+
+
+def test_a_process_every_node_refuses_is_retried_with_backoff_not_forever() -> None:
+    """An agent's refusal (a limit no node takes, say) places the process again, but
+    as a failure: said in its status and Events, and backed off."""
+    w = World()
+    clock = Clock()
+    waiting = WaitingProcesses(w.book, w.starter, w.resizer, w.events, isolation(clock))
+    for node in ("a", "b"):
+        w.agents.agents[node].refuse["web"] = rpc_error(
+            grpc.StatusCode.INVALID_ARGUMENT, "argv and environment are 300000 bytes together"
+        )
+    (info,) = admit(w.book, process("web"))
+    run(waiting.retry)
+    status = w.kube.process_status("web")
+    assert status["phase"] == "Pending" and status["reason"] == "NodeRefused"
+    synced = find(info.conditions, "Synced")
+    assert synced is not None and synced.reason == "NodeRefused" and not synced.true
+    assert "300000 bytes" in synced.message and "retrying in 5s" in synced.message
+    assert w.kube.reasons("web") == ["Scheduled", "NodeRefused"]
+    starts = w.kube.log.count("start web on b")
+    for _ in range(3):
+        run(waiting.retry)  # backed off: not tried again before its time
+    assert w.kube.log.count("start web on b") == starts
+    clock.now += 5
+    run(waiting.retry)
+    assert w.kube.log.count("start web on b") + w.kube.log.count("start web on a") == starts + 1
+    assert "retrying in 10s" in find(info.conditions, "Synced").message  # type: ignore[union-attr]
 
 
 def test_a_budget_that_cannot_be_enforced_is_reported_and_the_others_are_enforced() -> None:
