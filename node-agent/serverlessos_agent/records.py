@@ -146,6 +146,14 @@ class ProcessRecord:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def redacted(self) -> ProcessRecord:
+        """The record as it may be shown: environment names kept, values blanked.
+        Values are the process's alone (tokens, passwords): never in a reply or in the
+        event journal; only record.json (0600, in the agent's 0700 state dir) and a
+        migration's checkpoint to the next node carry them."""
+        env = dict.fromkeys(self.spec.env, "")
+        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, env=env))
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProcessRecord:
         spec_data = data["spec"]

@@ -213,3 +213,34 @@ def test_node_stats(agent: AgentProcess) -> None:
     assert busy.cpu_seconds > 0.1
     assert 0.1 < busy.cpu_usage_cores < 0.5
     assert busy.memory_current_bytes > 0 and busy.memory_peak_bytes >= busy.memory_current_bytes
+
+
+def test_environment_values_never_leave_the_agent_but_reach_the_process(
+    agent: AgentProcess,
+) -> None:
+    """Names are shown, values only to the process (and record.json, the agent's own):
+    not in replies, the event stream, the retained journal, nor the agent's log."""
+    secret = "hunter2-" + "s3cr3t"
+    started = agent.run(
+        "keeper", ["sh", "-c", 'echo "got $TOKEN"; sleep 300'], env={"TOKEN": secret}
+    )
+    seen = [
+        started,
+        agent.get("keeper"),
+        *agent.stub.ListProcesses(pb.ListProcessesRequest()).processes,
+        *(e.process for e in agent.events(0)),
+    ]
+    assert all(dict(p.spec.env) == {"TOKEN": ""} for p in seen if p.spec.name == "keeper")
+    assert all(secret not in str(p) for p in seen)
+    deadline = time.monotonic() + 10
+    while f"got {secret}".encode() not in agent.logs("keeper"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert secret.encode() not in (agent.state_dir / "events.jsonl").read_bytes()
+    assert secret not in agent.log()
+    record = agent.state_dir / "processes" / "default" / "keeper" / "record.json"
+    assert secret in record.read_text() and record.stat().st_mode & 0o077 == 0
+    # After an agent restart (the journal and records reloaded) nothing changes.
+    agent.kill9()
+    agent.start()
+    assert dict(agent.get("keeper").spec.env) == {"TOKEN": ""}

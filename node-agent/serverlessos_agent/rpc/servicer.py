@@ -85,7 +85,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         self._finisher = finisher
 
     def _pb(self, record: ProcessRecord) -> pb.Process:
-        return convert.process_to_pb(record, self._cgroups.display_path(record.cgroup))
+        # Replies never echo environment values (see ProcessRecord.redacted).
+        return convert.process_to_pb(record.redacted(), self._cgroups.display_path(record.cgroup))
 
     @unary
     async def StartProcess(self, request: pb.StartProcessRequest, context: Any) -> pb.Process:

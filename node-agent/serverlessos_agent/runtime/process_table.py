@@ -121,7 +121,7 @@ class ProcessTable:
         self._store.save(record)
 
     def emit(self, record: ProcessRecord, kind: EventType, message: str = "") -> None:
-        self._journal.append(kind, record.to_json(), message)
+        self._journal.append(kind, record.redacted().to_json(), message)
 
     def close(self) -> None:
         """Let go of everything without touching the processes: they keep running."""

@@ -85,14 +85,18 @@ class EventJournal:
             data = data[: data.rfind(b"\n") + 1]
             atomic_write(self.path, data, durable=False)
         lines = data.decode("utf-8", errors="replace").splitlines()
+        leaked = False
         for line in lines:
             try:
                 event = Event.from_json(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line after a crash
+            leaked = _blank_env_values(event.record) or leaked
             self._events.append(event)
             self._seq = max(self._seq, event.seq)
         self._lines = len(lines)
+        if leaked:  # a journal from before values were kept out of it: rewrite it without
+            self._rewrite()
 
     @property
     def revision(self) -> int:
@@ -115,12 +119,16 @@ class EventJournal:
             self._changed.notify_all()
 
     def _compact(self) -> None:
+        self._file.close()
+        self._rewrite()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def _rewrite(self) -> None:
+        """The file holds exactly the retained events (atomically replaced)."""
         data = "".join(
             json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in self._events
         ).encode()
-        self._file.close()
         atomic_write(self.path, data, durable=False)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._lines = len(self._events)
 
     def since(self, seq: int) -> list[Event]:
@@ -152,3 +160,13 @@ class EventJournal:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _blank_env_values(record: dict[str, Any]) -> bool:
+    """Blank the environment values of a journalled record in place (the journal never
+    keeps them); True if it had any."""
+    env = (record.get("spec") or {}).get("env") or {}
+    if not any(env.values()):
+        return False
+    record["spec"]["env"] = dict.fromkeys(env, "")
+    return True

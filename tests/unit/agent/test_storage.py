@@ -138,3 +138,28 @@ def test_event_log_file_is_json_lines(tmp_path: Path) -> None:
     asyncio.run(scenario())
     (line,) = (tmp_path / "e.jsonl").read_text().splitlines()
     assert json.loads(line)["type"] == "OOMKilled"
+
+
+def test_a_journal_from_before_values_were_kept_out_is_rewritten_without_them(
+    tmp_path: Path,
+) -> None:
+    """_record() has env A=b; an older agent journalled such records whole."""
+
+    async def older_agent() -> None:
+        journal = EventJournal(tmp_path / "e.jsonl")
+        journal.append(EventType.STARTED, _record().to_json(), "")
+        journal.close()
+
+    asyncio.run(older_agent())
+    assert '"A":"b"' in (tmp_path / "e.jsonl").read_text()
+
+    async def this_agent() -> list[dict[str, object]]:
+        journal = EventJournal(tmp_path / "e.jsonl")
+        events = journal.since(0)
+        journal.close()
+        return [e.record for e in events]
+
+    (record,) = asyncio.run(this_agent())
+    assert record["spec"]["env"] == {"A": ""}  # type: ignore[index]
+    assert '"A":"b"' not in (tmp_path / "e.jsonl").read_text()
+    assert _record().redacted().spec.env == {"A": ""} and _record().spec.env == {"A": "b"}
