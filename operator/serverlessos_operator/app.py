@@ -94,7 +94,8 @@ class Operator:
             self.placer,
             self.agents,
             self.events,
-            self.budgets,
+            budgets=self.budgets,
+            env_source=kube,
             on_placement=lambda placed: self.metrics.placements.labels(
                 "placed" if placed else "unschedulable"
             ).inc(),

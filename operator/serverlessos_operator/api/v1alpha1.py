@@ -125,9 +125,53 @@ EXEC_SIZE_MESSAGE = (
 )
 
 
+class KeySelector(Model):
+    """One key of a Secret or ConfigMap in the process's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_NAME)
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    optional: bool = Field(
+        default=False, description="If it is missing, leave the variable out instead of waiting."
+    )
+
+
+class EnvVarSource(Model):
+    """Where a variable's value comes from, as a Pod's valueFrom (one of the two)."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+                    "message": "give exactly one of secretKeyRef and configMapKeyRef",
+                }
+            ]
+        }
+    }
+
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+
+
 class EnvVar(Model):
+    """A variable: a literal value, or one read from a Secret or ConfigMap when the
+    process starts (the value never appears in its status, Events or the agent's
+    replies)."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+                    "message": "a variable takes a value or valueFrom, not both",
+                }
+            ]
+        }
+    }
+
     name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME)
     value: str = Field(default="", max_length=MAX_STRING)
+    value_from: EnvVarSource | None = None
 
 
 class Resources(Model):

@@ -6,6 +6,7 @@ The synchronous official client, run in threads, behind a small typed surface.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import os
 from typing import Any, Protocol, cast
@@ -104,6 +105,28 @@ class Kube:
                 return False
             raise
         return True
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded; None if there is none of that name."""
+        try:
+            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A ConfigMap's data and binaryData; None if there is none of that name."""
+        try:
+            found = await asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = {k: v.encode() for k, v in (found.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (found.binary_data or {}).items()})
+        return data
 
     async def post_event(
         self, involved: dict[str, Any], type_: str, reason: str, message: str

@@ -50,14 +50,17 @@ def start_request(
     name: str,
     uid: str,
     spec: ServerlessProcessSpec,
+    *,
+    env: dict[str, str],
     cpu_millis: int | None = None,
 ) -> pb.StartProcessRequest:
+    """`env`: the spec's environment with its valueFrom variables read (env.py)."""
     return pb.StartProcessRequest(
         spec=pb.ProcessSpec(
             name=name,
             owner=pb.Owner(namespace=namespace, uid=uid),
             argv=[*spec.command, *spec.args],
-            env={e.name: e.value for e in spec.env},
+            env=env,
             working_dir=spec.working_dir or "",
             resources=agent_resources(spec, cpu_millis),
             restart_policy=POLICIES[spec.restart_policy],

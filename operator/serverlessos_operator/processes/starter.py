@@ -26,6 +26,7 @@ from .admission import BudgetPolicy
 from .agent_status import AgentStatus
 from .agent_view import start_request
 from .book import ProcessBook, ProcessInfo
+from .env import EnvNotReady, EnvSource, resolve
 from .retry import Refused, Retry
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ class ProcessStarter:
         placer: Placer,
         agents: AgentPool,
         events: EventSink,
-        budgets: BudgetPolicy,
         *,
+        budgets: BudgetPolicy,
+        env_source: EnvSource,
         on_placement: Callable[[bool], None] = lambda placed: None,
     ) -> None:
         self.book = book
@@ -47,6 +49,7 @@ class ProcessStarter:
         self.agents = agents
         self.events = events
         self.budgets = budgets
+        self.env_source = env_source  # Secrets and ConfigMaps, for valueFrom
         self.on_placement = on_placement  # for metrics: placed (True) or unschedulable
         self.agent_status = AgentStatus(book, events)
 
@@ -61,11 +64,12 @@ class ProcessStarter:
                 return
             if info.node is not None and info.phase == ProcessPhase.RUNNING:
                 return  # started; its agent's stream keeps the status current
+            env = await self._environment(info)  # before placing: nothing held meanwhile
             if info.node is None:
                 await self._place(info)
             placed = time.monotonic()
             assert info.node is not None
-            await self._start(info, info.node)
+            await self._start(info, info.node, env)
             log.info(
                 "%s/%s started on %s (lock %.0f ms, place %.0f ms, start %.0f ms)",
                 info.namespace,
@@ -136,11 +140,31 @@ class ProcessStarter:
             info.ref, "Normal", "Scheduled", f"placed on {decision.node}: {decision.reason}"
         )
 
-    async def _start(self, info: ProcessInfo, node: str) -> None:
+    async def _environment(self, info: ProcessInfo) -> dict[str, str]:
+        """Its environment, valueFrom variables read; waits (Retry) while one is missing."""
+        try:
+            return await resolve(self.env_source, info.namespace, info.spec.env)
+        except EnvNotReady as exc:
+            message = str(exc)
+            if info.reason_shown != message:
+                info.reason_shown = message
+                self.events.post(info.ref, "Warning", exc.reason, message)
+            await self.book.patch(
+                info,
+                {"reason": exc.reason, "message": message, "observedGeneration": info.generation},
+            )
+            raise Retry(message) from exc
+
+    async def _start(self, info: ProcessInfo, node: str, env: dict[str, str]) -> None:
         try:
             stub = self.agents.stub(node)
             request = start_request(
-                info.namespace, info.name, info.uid, info.spec, self.budgets.cpu_share(info)
+                info.namespace,
+                info.name,
+                info.uid,
+                info.spec,
+                env=env,
+                cpu_millis=self.budgets.cpu_share(info),
             )
             lease = self.budgets.start_lease(info)
             if lease is not None:

@@ -38,6 +38,8 @@ class FakeKube:
         self.fail_status: set[tuple[str, str]] = set()  # (ns, name) whose writes raise
         self.fail_create: set[str] = set()  # process names whose migrations cannot be made
         self.log: list[str] = []  # writes and agent calls, in order
+        self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}  # (ns, name) -> data
+        self.config_maps: dict[tuple[str, str], dict[str, bytes]] = {}
 
     async def _patch(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> bool:
         if (ns, name) in self.fail_status:
@@ -66,6 +68,12 @@ class FakeKube:
 
     async def post_event(self, involved: dict[str, Any], type_: str, reason: str, msg: str) -> None:
         self.events.append((involved["metadata"]["name"], type_, reason, msg))
+
+    async def read_secret(self, ns: str, name: str) -> dict[str, bytes] | None:
+        return self.secrets.get((ns, name))
+
+    async def read_config_map(self, ns: str, name: str) -> dict[str, bytes] | None:
+        return self.config_maps.get((ns, name))
 
     async def list_processes(self) -> list[dict[str, Any]]:
         return self.lists.get("processes", [])

@@ -27,7 +27,7 @@ SPEC = ServerlessProcessSpec.model_validate(
 
 
 def test_spec_to_agent_request() -> None:
-    req = start_request("team", "job", "uid-1", SPEC)
+    req = start_request("team", "job", "uid-1", SPEC, env={"A": "1"})
     assert list(req.spec.argv) == ["python3", "-c", "print('hi')"]
     assert dict(req.spec.env) == {"A": "1"}
     assert (req.spec.resources.cpu_millis, req.spec.resources.memory_bytes) == (250, 64 * 2**20)

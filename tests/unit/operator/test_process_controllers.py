@@ -71,7 +71,8 @@ class World:
             Backpressure(),
             self.agents,  # type: ignore[arg-type]
             self.events,
-            policy,
+            budgets=policy,
+            env_source=self.kube,
             on_placement=self.placements.append,
         )
         self.resizer = ProcessResizer(self.book, self.agents, self.events, policy)  # type: ignore[arg-type]
@@ -274,3 +275,33 @@ def test_a_lost_node_sends_its_processes_elsewhere_and_never_policy_fails() -> N
     run(loss.check)
     assert not w.nodes.get("b").lost and w.agents.resynced == ["b"]  # type: ignore[union-attr]
     assert w.book.ledger.get("b").ready  # type: ignore[union-attr]
+
+
+def test_valuefrom_variables_are_read_when_it_starts_and_never_written_anywhere() -> None:
+    w = World()
+    spec = {
+        "command": ["x"],
+        "env": [
+            {"name": "PLAIN", "value": "p"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
+            {
+                "name": "EXTRA",
+                "valueFrom": {"secretKeyRef": {"name": "none", "key": "k", "optional": True}},
+            },
+        ],
+    }
+    (info,) = admit(w.book, process("app", spec=spec))
+    w.kube.config_maps[("ns", "cfg")] = {"mode": b"fast"}
+    # The Secret is missing: it waits, says for what (never a value), holds no node.
+    for _ in range(2):
+        with pytest.raises(Retry, match="TOKEN waits for Secret 'creds'"):
+            run(lambda: w.starter.ensure(info))
+    assert info.node is None and w.kube.process_status("app")["reason"] == "SecretNotFound"
+    assert w.kube.reasons("app") == ["SecretNotFound"]  # once, not per retry
+    w.kube.secrets[("ns", "creds")] = {"token": b"t0p-s3cret"}
+    run(lambda: w.starter.ensure(info))
+    started = w.agents.agents[info.node].processes[("ns", "app")]  # type: ignore[index]
+    assert dict(started.spec.env) == {"PLAIN": "p", "TOKEN": "t0p-s3cret", "MODE": "fast"}
+    written = repr(w.kube.writes) + repr(w.kube.events)
+    assert "t0p-s3cret" not in written and "fast" not in written
