@@ -102,7 +102,7 @@ start_agent() {
     --state-dir "$NODE_STATE" \
     --cgroup-root "$CGROUP_BASE/$node" --node-cgroup "$CGROUP_BASE/$node" \
     --kubeconfig "$kubeconfig" --heartbeat-interval 5s \
-    --criu "$CRIU" \
+    --criu "$CRIU" --insecure \
     >>"$state/agent.log" 2>&1 </dev/null &
   echo $! > "$state/agent.pid"
 }

@@ -15,6 +15,7 @@ from pathlib import Path
 from serverlessos.files import atomic_write_json
 
 from . import __version__
+from .auth.credentials import TlsFiles
 from .cgroup import CgroupDriver, detect
 from .errors import FailedPrecondition
 from .migration.directory import MigrationDirs
@@ -58,6 +59,9 @@ class AgentConfig:
     log_keep: int = 1
     criu: str = "criu"
     max_checkpoint_bytes: int = 64 << 30  # what one received checkpoint may hold
+    # Mutual TLS from these files (auth/credentials.py), or plaintext when insecure.
+    tls_dir: Path | None = None
+    insecure: bool = False
     # Kubernetes registration (ServerlessNode): off unless one of these is set.
     kubeconfig: str | None = None
     in_cluster: bool = False
@@ -116,8 +120,28 @@ async def _criu(config: AgentConfig) -> CriuInfo | None:
     return criu_info
 
 
+def _tls(config: AgentConfig) -> TlsFiles | None:
+    """The port's credentials; refuses to guess between TLS and plaintext."""
+    if config.tls_dir is not None and config.insecure:
+        raise SystemExit("give --tls-dir or --insecure, not both")
+    if config.tls_dir is None:
+        if not config.insecure:
+            raise SystemExit(
+                "give --tls-dir DIR (ca.pem, cert.pem, key.pem: mutual TLS, the default on a "
+                "cluster) or --insecure (plaintext: anyone who reaches the port can run "
+                "processes as root on this node)"
+            )
+        log.warning("--insecure: the gRPC port is plaintext and unauthenticated")
+        return None
+    try:
+        return TlsFiles(config.tls_dir, config.node_name)
+    except FailedPrecondition as exc:
+        raise SystemExit(str(exc)) from None
+
+
 async def run(config: AgentConfig) -> None:
     lock_fd = _lock_state_dir(config.state_dir)
+    tls = _tls(config)
     driver, problems = _cgroups(config)
     try:
         sampler = StatsSampler(driver, node_cgroup=config.node_cgroup)
@@ -181,7 +205,8 @@ async def run(config: AgentConfig) -> None:
         table=table, lifecycle=supervisor.lifecycle, source=source, target=target, dirs=dirs
     )
     server = AgentServer(
-        AgentServicer(
+        tls=tls,
+        servicer=AgentServicer(
             config.node_name,
             table=table,
             lifecycle=supervisor.lifecycle,
@@ -195,7 +220,7 @@ async def run(config: AgentConfig) -> None:
             target=target,
             finisher=finisher,
             node_cgroup=config.node_cgroup.strip("/"),
-        )
+        ),
     )
     bound = server.bind(host, port)
     if bound == 0:

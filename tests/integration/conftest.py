@@ -27,8 +27,16 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: real cgroups an
 class AgentProcess:
     """One `serverlessos-agent serve` process and a client for it."""
 
-    def __init__(self, state_dir: Path, cgroup_root: str, extra: list[str], wrap: list[str]):
+    def __init__(
+        self,
+        state_dir: Path,
+        cgroup_root: str,
+        extra: list[str],
+        wrap: list[str],
+        client_tls: Path | None = None,
+    ):
         self.state_dir = state_dir
+        self.client_tls = client_tls  # a directory with ca.pem, cert.pem, key.pem: mTLS
         self.cgroup_root = cgroup_root
         self.extra = extra
         self.wrap = wrap  # e.g. setpriv ... to run the agent with fewer privileges
@@ -61,6 +69,7 @@ class AgentProcess:
             "0.2",
             "--restart-backoff-max",
             "1",
+            *([] if "--tls-dir" in self.extra else ["--insecure"]),
             *self.extra,
         ]
         return [*self.wrap, *cmd]
@@ -81,9 +90,25 @@ class AgentProcess:
             time.sleep(0.02)
         info = json.loads(ready.read_text())
         self.endpoint, self.metrics = info["grpc"], info.get("metrics", "")
-        self.channel = grpc.insecure_channel(self.endpoint)
+        self.channel = self.connect()
         self.stub = pb_grpc.AgentStub(self.channel)
         return self
+
+    def connect(self, tls: Path | None = None, node: str = "test-node") -> grpc.Channel:
+        """A channel to the agent: plaintext, or mutual TLS as the identity in `tls`
+        (default: the fixture's own) expecting the agent of `node`."""
+        tls = tls or self.client_tls
+        if tls is None:
+            return grpc.insecure_channel(self.endpoint)
+        credentials = grpc.ssl_channel_credentials(
+            (tls / "ca.pem").read_bytes(),
+            (tls / "key.pem").read_bytes(),
+            (tls / "cert.pem").read_bytes(),
+        )
+        name = f"{node}.node.serverlessos.internal"
+        return grpc.secure_channel(
+            self.endpoint, credentials, [("grpc.ssl_target_name_override", name)]
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -218,12 +243,13 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         wrap: list[str] | None = None,
         state_dir: Path | None = None,
         cgroup_root: str | None = None,
+        client_tls: Path | None = None,
     ) -> AgentProcess:
         root = cgroup_root or f"sos-test-{uuid.uuid4().hex[:8]}"
         roots.add(root)
         state = state_dir or tmp_path / f"state-{len(made)}"
         state.mkdir(parents=True, exist_ok=True)
-        agent = AgentProcess(state, root, extra or [], wrap or [])
+        agent = AgentProcess(state, root, extra or [], wrap or [], client_tls)
         made.append(agent)
         return agent.start()
 

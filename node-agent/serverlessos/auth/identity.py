@@ -11,7 +11,7 @@ operator and peers dial an agent with that TLS name, so a connection reaches nod
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 TRUST_DOMAIN = "serverlessos.io"
@@ -77,10 +77,10 @@ def node(name: str) -> Identity:
     return Identity("node", name)
 
 
-def peer_identity(auth_context: Mapping[str, Sequence[bytes]]) -> Identity | None:
+def peer_identity(auth_context: Mapping[str, Iterable[bytes]]) -> Identity | None:
     """The caller's identity from a gRPC auth context (its verified certificate's SPIFFE
     ID); None for a caller without one (plaintext, or a certificate naming none)."""
-    ids = auth_context.get("peer_spiffe_id") or []
+    ids = list(auth_context.get("peer_spiffe_id") or [])
     if len(ids) != 1:
         return None
     try:

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+from serverlessos.auth import identity
 from serverlessos.quantity import (
     QuantityError,
     format_bytes,
@@ -51,6 +53,15 @@ def _common_flags(default_agent: str, *, with_defaults: bool) -> argparse.Argume
     flags.add_argument("-n", "--namespace", default=default("default"))
     flags.add_argument("-o", "--output", choices=["table", "json"], default=default("table"))
     flags.add_argument("--timeout", type=float, default=default(30.0), help="seconds per call")
+    flags.add_argument(
+        "--tls-dir",
+        default=default(None),
+        help="mutual TLS as the identity in DIR (ca.pem, cert.pem, key.pem; the API takes "
+        "only the operator's); default: plaintext, for an agent run with --insecure",
+    )
+    flags.add_argument(
+        "--node", default=default(""), help="with --tls-dir: the node whose agent it must be"
+    )
     return flags
 
 
@@ -345,8 +356,29 @@ def _dispatch(args: argparse.Namespace, stub: pb_grpc.AgentStub) -> int:
     raise UsageError(f"unknown command {cmd}")
 
 
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if not args.tls_dir:
+        return grpc.insecure_channel(args.agent)
+    if not args.node:
+        raise UsageError(
+            "--tls-dir needs --node NAME: the node whose agent's certificate to accept"
+        )
+    directory = Path(args.tls_dir)
+    credentials = grpc.ssl_channel_credentials(
+        (directory / "ca.pem").read_bytes(),
+        (directory / "key.pem").read_bytes(),
+        (directory / "cert.pem").read_bytes(),
+    )
+    name = identity.node(args.node).tls_name  # the server must prove it is that node
+    return grpc.secure_channel(args.agent, credentials, [("grpc.ssl_target_name_override", name)])
+
+
 def run(args: argparse.Namespace) -> int:
-    channel = grpc.insecure_channel(args.agent)
+    try:
+        channel = _channel(args)
+    except (UsageError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return _dispatch(args, pb_grpc.AgentStub(channel))
     except (UsageError, QuantityError) as exc:

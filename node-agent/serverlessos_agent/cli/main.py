@@ -87,6 +87,18 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--advertise-address", default="", help="HOST:PORT the operator dials (default: --listen)"
     )
     k8s.add_argument("--heartbeat-interval", type=_seconds, default=5.0)
+    tls = p.add_argument_group("the gRPC port's security (one of the two)")
+    tls.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="mutual TLS: ca.pem (the cluster CA), cert.pem and key.pem (this node's identity); "
+        "only the operator may call the API, only agents may send checkpoints",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext and unauthenticated: for tests and a workstation only",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -115,6 +127,8 @@ def serve(args: argparse.Namespace) -> int:
         criu=args.criu,
         max_checkpoint_bytes=args.max_checkpoint_size,
         kubeconfig=args.kubeconfig,
+        tls_dir=args.tls_dir.resolve() if args.tls_dir else None,
+        insecure=args.insecure,
         in_cluster=args.in_cluster,
         advertise_address=args.advertise_address,
         heartbeat_interval=args.heartbeat_interval,

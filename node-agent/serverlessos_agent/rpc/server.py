@@ -9,6 +9,9 @@ from grpc_reflection.v1alpha import reflection
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
+from ..auth.authorization import Authorization
+from ..auth.credentials import TlsFiles
+
 SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
 
 OPTIONS = [
@@ -25,8 +28,17 @@ MAX_CONCURRENT_RPCS = 512
 
 
 class AgentServer:
-    def __init__(self, servicer: pb_grpc.AgentServicer) -> None:
-        self._server = grpc.aio.server(options=OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+    """With `tls`: mutual TLS on the port and every call authorized by its caller's
+    identity (auth/). Without: plaintext, anyone who reaches the port may call anything
+    (the agent was started with --insecure)."""
+
+    def __init__(self, servicer: pb_grpc.AgentServicer, tls: TlsFiles | None) -> None:
+        self._tls = tls
+        self._server = grpc.aio.server(
+            options=OPTIONS,
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+            interceptors=[Authorization()] if tls is not None else [],
+        )
         pb_grpc.add_AgentServicer_to_server(servicer, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -37,7 +49,9 @@ class AgentServer:
     def bind(self, host: str, port: int) -> int:
         """Listen on host:port (port 0: a free one); the bound port, 0 if it could not."""
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return self._server.add_insecure_port(address)
+        if self._tls is None:
+            return self._server.add_insecure_port(address)
+        return self._server.add_secure_port(address, self._tls.server_credentials())
 
     async def start(self) -> None:
         await self._server.start()

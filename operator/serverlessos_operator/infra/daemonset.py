@@ -33,6 +33,7 @@ def manifest(config: AgentDaemonSet) -> dict[str, Any]:
         f"--metrics-listen=0.0.0.0:{METRICS_PORT}",
         f"--state-dir={STATE_DIR}",
         "--in-cluster",
+        "--insecure",  # until the chart issues the agents' certificates
         *config.args,
     ]
     return {

@@ -1,0 +1,2 @@
+"""Who may talk to this agent: its TLS credentials (credentials.py) and which identity may
+call which RPC (authorization.py)."""
