@@ -11,11 +11,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+import grpc
 from pydantic import ValidationError
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.auth.pki import CA
 
 from .api.meta import describe, object_ref
 from .api.v1alpha1 import ClusterCgroup, MigrationPhase, ProcessMigration, ServerlessNode
+from .auth.ca_store import ensure_ca
+from .auth.credentials import OperatorCredentials
+from .auth.signer import Request as CertificateRequest
+from .auth.signer import decide
 from .budgets.book import BudgetBook
 from .budgets.controller import ClusterCgroupController
 from .config import OperatorConfig
@@ -83,8 +89,15 @@ class Operator:
         )
         self.placer = Backpressure(cfg.placement.choices, cfg.placement.scan_below)
         self.metrics = OperatorMetrics()
+        # Mutual TLS to the agents: the CA and the operator's identity come at start().
+        self.ca: CA | None = None
+        self.credentials: OperatorCredentials | None = None
         # Agents report through the composition root, which hands them on (below).
-        self.agents = AgentPool(self._agent_event, self._agent_sync)
+        self.agents = AgentPool(
+            self._agent_event,
+            self._agent_sync,
+            credentials=self._channel_credentials if cfg.tls else None,
+        )
         self.nodes = NodeBook(ledger, self.agents)
         self.processes = ProcessBook(kube, ledger)
         self.budgets = BudgetBook(self.processes, cfg.quota.lease)
@@ -136,6 +149,9 @@ class Operator:
 
     async def start(self) -> None:
         """List what exists (each object on its own), then start the loops."""
+        if self.config.tls:
+            self.ca = await ensure_ca(self.kube, self.config.namespace)
+            self.credentials = OperatorCredentials(self.ca)
         # Budgets before processes start: a member must not start with its own limit.
         for body in await self.kube.list_cgroups():
             await self._listed(Kind.CLUSTER_CGROUP, body, self.cgroup_changed)
@@ -165,6 +181,8 @@ class Operator:
             loops.append((cfg.rebalancing.interval, "rebalancing", self.rebalance.step, None))
         if cfg.manage_daemonset:
             loops.append((60.0, "applying the agent DaemonSet", self._apply_daemonset, None))
+        if self.credentials is not None:
+            loops.append((600.0, "renewing the operator's certificate", self._renew, None))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(every(*spec)) for spec in loops]
 
@@ -238,6 +256,38 @@ class Operator:
                 "ReconcileError",
                 f"the operator could not take this object in at start-up: {exc}",
             )
+
+    async def certificate_requested(self, body: Mapping[str, Any]) -> None:
+        """An agent asks for its node's certificate (auth/signer.py decides)."""
+        if self.ca is None:
+            return  # TLS is off: nothing signs here
+        request = CertificateRequest.from_object(body)
+        decision = decide(request, self.config.agent_user, self.ca)
+        if decision is None:
+            return
+        await self.kube.decide_certificate(
+            request.name,
+            decision.approve,
+            decision.reason,
+            decision.message,
+            decision.certificate,
+        )
+        log.info(
+            "certificate request %s %s: %s",
+            request.name,
+            "approved" if decision.approve else "denied",
+            decision.message,
+        )
+
+    def _channel_credentials(self) -> grpc.ChannelCredentials:
+        assert self.credentials is not None  # channels are made after start() has them
+        return self.credentials.channel_credentials()
+
+    async def _renew(self) -> None:
+        assert self.credentials is not None
+        if self.credentials.renew_if_due():
+            log.info("renewed the operator's certificate; reconnecting to the agents")
+            self.agents.reconnect_all()
 
     async def _parse(self, kind: Kind, model: type[M], body: Mapping[str, Any]) -> M | None:
         """The object as its model; None if the model refuses it (reported)."""

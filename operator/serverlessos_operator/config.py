@@ -67,6 +67,10 @@ class OperatorConfig:
     manage_daemonset: bool = True
     daemonset: AgentDaemonSet = field(default_factory=AgentDaemonSet)
     heartbeat_grace: float = 30.0
+    # Mutual TLS to the agents, with certificates the operator issues (auth/); the
+    # agents' ServiceAccount, the only requester whose node certificates it signs.
+    tls: bool = False
+    agent_user: str = "system:serviceaccount:serverlessos-system:serverlessos-agent"
     usage_interval: float = 2.0  # agents' samples: pressure, usage, quota demand
     retry_interval: float = 5.0
     metrics_port: int = 8081  # 0 = off
@@ -97,6 +101,11 @@ class OperatorConfig:
                 resources=dict(_json(env, "SERVERLESSOS_AGENT_RESOURCES", {})),
             ),
             heartbeat_grace=float(env.get("SERVERLESSOS_HEARTBEAT_GRACE", cls.heartbeat_grace)),
+            tls=env.get("SERVERLESSOS_TLS", "false").lower() == "true",
+            agent_user=env.get(
+                "SERVERLESSOS_AGENT_USER",
+                f"system:serviceaccount:{namespace}:serverlessos-agent",
+            ),
             usage_interval=float(env.get("SERVERLESSOS_USAGE_INTERVAL", cls.usage_interval)),
             retry_interval=float(env.get("SERVERLESSOS_RETRY_INTERVAL", cls.retry_interval)),
             metrics_port=int(env.get("SERVERLESSOS_METRICS_PORT", cls.metrics_port)),

@@ -3,6 +3,7 @@ may call what, and how it takes renewed certificates."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.auth import identity
 from serverlessos.auth.identity import OPERATOR, Identity
 from serverlessos.auth.pki import CA, cert_pem, key_pem, new_key
+from serverlessos_operator.auth.credentials import OperatorCredentials
+from serverlessos_operator.infra.agents import AgentPool
 
 from .conftest import ROOT, AgentProcess
 
@@ -224,3 +227,48 @@ def test_ctl_speaks_mutual_tls_to_the_node_it_names(
         [*base, "ps", "--timeout", "5"], capture_output=True, text=True, timeout=60, check=False
     )
     assert plain.returncode == 1
+
+
+def test_the_operator_follows_an_agent_over_mutual_tls_by_its_node_name(
+    agent_factory: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    """The operator's own AgentPool and credentials against a real agent: it lists and
+    follows it; the same endpoint taken for another node (a redirected ServerlessNode)
+    is not reached."""
+    ca = CA.create()
+    agent = agent_factory(
+        extra=["--tls-dir", str(write_identity(tmp_path / "agent", ca, identity.node(NODE)))],
+        client_tls=write_identity(tmp_path / "operator", ca, OPERATOR),
+    )
+    agent.run("followed", ["sleep", "300"])
+    credentials = OperatorCredentials(ca)
+
+    async def scenario() -> tuple[list[str], grpc.StatusCode | None]:
+        listed: list[str] = []
+        synced = asyncio.Event()
+
+        async def on_sync(node: str, processes: list[pb.Process]) -> None:
+            listed.extend(f"{node}/{p.spec.name}" for p in processes)
+            synced.set()
+
+        async def on_event(node: str, process: pb.Process) -> None:
+            return None
+
+        pool = AgentPool(on_event, on_sync, credentials=credentials.channel_credentials)
+        pool.set_endpoint(NODE, agent.endpoint)
+        pool.set_endpoint("other-node", agent.endpoint)  # a lie about where it is
+        try:
+            await asyncio.wait_for(synced.wait(), 20)
+            await pool.stub(NODE).GetNodeStats(pb.GetNodeStatsRequest(), timeout=5)
+            try:
+                await pool.stub("other-node").GetNodeStats(pb.GetNodeStatsRequest(), timeout=5)
+                refused = None
+            except grpc.aio.AioRpcError as exc:
+                refused = exc.code()
+        finally:
+            await pool.close()
+        return listed, refused
+
+    listed, refused = asyncio.run(scenario())
+    assert listed == [f"{NODE}/followed"]
+    assert refused == grpc.StatusCode.UNAVAILABLE

@@ -2,6 +2,6 @@
 (app.Operator, kept in kopf's memo). Nothing here decides anything. One module per
 kind; importing this package registers them all."""
 
-from . import clustercgroups, lifecycle, migrations, nodes, processes
+from . import certificates, clustercgroups, lifecycle, migrations, nodes, processes
 
-__all__ = ["clustercgroups", "lifecycle", "migrations", "nodes", "processes"]
+__all__ = ["certificates", "clustercgroups", "lifecycle", "migrations", "nodes", "processes"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+from serverlessos.auth import identity
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,21 @@ class _Agent:
 
 
 class AgentPool:
-    def __init__(self, on_event: OnEvent, on_sync: OnSync, call_timeout: float = 15.0) -> None:
+    """With `credentials` (the operator's identity), every agent is dialled with mutual
+    TLS by its node's TLS name: the connection reaches that node's agent or fails its
+    handshake, whatever address the node's ServerlessNode gives. Without: plaintext."""
+
+    def __init__(
+        self,
+        on_event: OnEvent,
+        on_sync: OnSync,
+        call_timeout: float = 15.0,
+        credentials: Callable[[], grpc.ChannelCredentials] | None = None,
+    ) -> None:
         self.on_event = on_event
         self.on_sync = on_sync
         self.call_timeout = call_timeout
+        self.credentials = credentials
         self._agents: dict[str, _Agent] = {}
 
     def set_endpoint(self, node: str, endpoint: str) -> None:
@@ -59,10 +71,25 @@ class AgentPool:
             return
         if current is not None:
             self._close(node)
-        channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        channel = self._channel(node, endpoint)
         agent = _Agent(endpoint, channel, pb_grpc.AgentStub(channel))  # an AgentAsyncStub
         self._agents[node] = agent
         agent.task = asyncio.get_running_loop().create_task(self._follow(node, agent))
+
+    def _channel(self, node: str, endpoint: str) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        name = identity.node(node).tls_name
+        return grpc.aio.secure_channel(
+            endpoint,
+            self.credentials(),
+            options=[*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", name)],
+        )
+
+    def reconnect_all(self) -> None:
+        """New channels for every agent (e.g. with a renewed certificate)."""
+        for node in list(self._agents):
+            self.resync(node)
 
     def resync(self, node: str) -> None:
         """Follow the node's agent afresh, from a new list (e.g. after it was lost)."""

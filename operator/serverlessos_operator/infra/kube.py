@@ -61,6 +61,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
+        self.certificates = client.CertificatesV1Api(self.api_client)
 
     async def patch_process_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge-patch status; False if the object is gone."""
@@ -127,6 +128,57 @@ class Kube:
         data = {k: v.encode() for k, v in (found.data or {}).items()}
         data.update({k: base64.b64decode(v) for k, v in (found.binary_data or {}).items()})
         return data
+
+    async def create_secret(self, namespace: str, name: str, data: dict[str, bytes]) -> bool:
+        """False if one of that name exists already."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name),
+            type="Opaque",
+            data={k: base64.b64encode(v).decode() for k, v in data.items()},
+        )
+        try:
+            await asyncio.to_thread(self.core.create_namespaced_secret, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def apply_config_map(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Server-side apply of a ConfigMap's data (created when missing)."""
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+        await asyncio.to_thread(
+            self.core.patch_namespaced_config_map,
+            name,
+            namespace,
+            body,
+            field_manager="serverlessos-operator",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    async def decide_certificate(
+        self, name: str, approve: bool, reason: str, message: str, certificate: bytes
+    ) -> None:
+        """Approve (and sign with `certificate`) or deny a CertificateSigningRequest."""
+
+        def act() -> None:
+            csr = self.certificates.read_certificate_signing_request(name)
+            condition = client.V1CertificateSigningRequestCondition(
+                type="Approved" if approve else "Denied",
+                status="True",
+                reason=reason,
+                message=message,
+            )
+            csr.status = csr.status or client.V1CertificateSigningRequestStatus()
+            csr.status.conditions = [*(csr.status.conditions or []), condition]
+            csr = self.certificates.replace_certificate_signing_request_approval(name, csr)
+            if approve:
+                assert csr.status is not None  # the approval's reply carries it
+                csr.status.certificate = base64.b64encode(certificate).decode()
+                self.certificates.replace_certificate_signing_request_status(name, csr)
+
+        await asyncio.to_thread(act)
 
     async def post_event(
         self, involved: dict[str, Any], type_: str, reason: str, message: str
