@@ -45,6 +45,9 @@ crds() {
   kubectl create namespace serverlessos-system --dry-run=client -o yaml | kubectl apply -f -
   kubectl -n serverlessos-system create serviceaccount serverlessos-agent --dry-run=client -o yaml \
     | kubectl apply -f -
+  # The agents' permissions, as the chart grants them (what a node-bound agent token may do).
+  helm template serverlessos "$REPO/charts/serverlessos" -n serverlessos-system \
+    --show-only templates/rbac-agent.yaml | kubectl apply -f -
 }
 agents() { "$REPO/hack/agents.sh" up --nodes "$NODES" --kubeconfig "$KUBECONFIG"; }
 operator() { "$REPO/hack/operator.sh" start; }

@@ -11,6 +11,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from serverlessos.files import atomic_write_json
 
@@ -62,6 +63,10 @@ class AgentConfig:
     # Mutual TLS from these files (auth/credentials.py), or plaintext when insecure.
     tls_dir: Path | None = None
     insecure: bool = False
+    # Get the certificate from the cluster's operator (cluster/certificates.py): needs
+    # registration (a kubeconfig or a pod) and --tls-dir, where it is kept.
+    tls_bootstrap: bool = False
+    operator_namespace: str = "serverlessos-system"
     # Kubernetes registration (ServerlessNode): off unless one of these is set.
     kubeconfig: str | None = None
     in_cluster: bool = False
@@ -139,8 +144,28 @@ def _tls(config: AgentConfig) -> TlsFiles | None:
         raise SystemExit(str(exc)) from None
 
 
+async def _bootstrap(config: AgentConfig) -> Any:
+    """With --tls-bootstrap: this node's certificate, asked for and waited for (the
+    Certificates object, to renew it later); None otherwise."""
+    if not config.tls_bootstrap:
+        return None
+    if config.tls_dir is None or not config.registers:
+        raise SystemExit("--tls-bootstrap needs --tls-dir and --kubeconfig or --in-cluster")
+    from .cluster.certificates import CertificateRequestDenied, Certificates  # noqa: PLC0415
+
+    certificates = Certificates(
+        config.node_name, config.tls_dir, config.kubeconfig, config.operator_namespace
+    )
+    try:
+        await certificates.ensure()
+    except CertificateRequestDenied as exc:
+        raise SystemExit(str(exc)) from None
+    return certificates
+
+
 async def run(config: AgentConfig) -> None:
     lock_fd = _lock_state_dir(config.state_dir)
+    certificates = await _bootstrap(config)
     tls = _tls(config)
     driver, problems = _cgroups(config)
     try:
@@ -248,7 +273,7 @@ async def run(config: AgentConfig) -> None:
     if config.registers:
         # Imported only here: an agent that does not register never loads the
         # Kubernetes client.
-        from .observe.registration import Registrar  # noqa: PLC0415
+        from .cluster.registration import Registrar  # noqa: PLC0415
 
         advertise = config.advertise_address or endpoint["grpc"]
         if advertise.startswith(("0.0.0.0:", "[::]:", ":")):
@@ -283,6 +308,8 @@ async def run(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks.append(loop.create_task(housekeeping()))
+    if certificates is not None:
+        tasks.append(loop.create_task(certificates.renew()))
     await stop.wait()
     log.info("shutting down; managed processes keep running")
     for task in tasks:

@@ -149,8 +149,14 @@ class Operator:
 
     async def start(self) -> None:
         """List what exists (each object on its own), then start the loops."""
-        if self.config.tls:
+        try:  # the CA signs the agents' certificates whether or not it dials with TLS
             self.ca = await ensure_ca(self.kube, self.config.namespace)
+        except Exception as exc:
+            if self.config.tls:
+                raise
+            log.warning("no cluster CA (%s): agents' certificate requests wait", exc)
+        if self.config.tls:
+            assert self.ca is not None
             self.credentials = OperatorCredentials(self.ca)
         # Budgets before processes start: a member must not start with its own limit.
         for body in await self.kube.list_cgroups():
@@ -260,7 +266,7 @@ class Operator:
     async def certificate_requested(self, body: Mapping[str, Any]) -> None:
         """An agent asks for its node's certificate (auth/signer.py decides)."""
         if self.ca is None:
-            return  # TLS is off: nothing signs here
+            return  # no CA (see start()): nothing signs here
         request = CertificateRequest.from_object(body)
         decision = decide(request, self.config.agent_user, self.ca)
         if decision is None:

@@ -99,6 +99,7 @@ class OperatorConfig:
                 node_selector=dict(_json(env, "SERVERLESSOS_AGENT_NODE_SELECTOR", {})),
                 tolerations=list(_json(env, "SERVERLESSOS_AGENT_TOLERATIONS", [])),
                 resources=dict(_json(env, "SERVERLESSOS_AGENT_RESOURCES", {})),
+                tls=env.get("SERVERLESSOS_TLS", "false").lower() == "true",
             ),
             heartbeat_grace=float(env.get("SERVERLESSOS_HEARTBEAT_GRACE", cls.heartbeat_grace)),
             tls=env.get("SERVERLESSOS_TLS", "false").lower() == "true",

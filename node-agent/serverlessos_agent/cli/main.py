@@ -95,6 +95,17 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "only the operator may call the API, only agents may send checkpoints",
     )
     tls.add_argument(
+        "--tls-bootstrap",
+        action="store_true",
+        help="with --tls-dir and registration: ask the cluster's operator for this node's "
+        "certificate (a CertificateSigningRequest) when there is none, and renew it",
+    )
+    tls.add_argument(
+        "--operator-namespace",
+        default="serverlessos-system",
+        help="where the operator publishes the cluster CA (ConfigMap serverlessos-ca)",
+    )
+    tls.add_argument(
         "--insecure",
         action="store_true",
         help="plaintext and unauthenticated: for tests and a workstation only",
@@ -129,6 +140,8 @@ def serve(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         tls_dir=args.tls_dir.resolve() if args.tls_dir else None,
         insecure=args.insecure,
+        tls_bootstrap=args.tls_bootstrap,
+        operator_namespace=args.operator_namespace,
         in_cluster=args.in_cluster,
         advertise_address=args.advertise_address,
         heartbeat_interval=args.heartbeat_interval,

@@ -21,6 +21,9 @@ class AgentDaemonSet:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
+    # Mutual TLS: each agent asks the operator for its node's certificate (kept in its
+    # state dir) and takes calls only from the operator and its peers.
+    tls: bool = False
 
 
 def manifest(config: AgentDaemonSet) -> dict[str, Any]:
@@ -33,9 +36,20 @@ def manifest(config: AgentDaemonSet) -> dict[str, Any]:
         f"--metrics-listen=0.0.0.0:{METRICS_PORT}",
         f"--state-dir={STATE_DIR}",
         "--in-cluster",
-        "--insecure",  # until the chart issues the agents' certificates
+        *(
+            [
+                f"--tls-dir={STATE_DIR}/tls",
+                "--tls-bootstrap",
+                f"--operator-namespace={config.namespace}",
+            ]
+            if config.tls
+            else ["--insecure"]
+        ),
         *config.args,
     ]
+    probe: dict[str, Any] = (
+        {"tcpSocket": {"port": GRPC_PORT}} if config.tls else {"grpc": {"port": GRPC_PORT}}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -83,12 +97,10 @@ def manifest(config: AgentDaemonSet) -> dict[str, Any]:
                             ],
                             "securityContext": {"privileged": True},
                             "resources": config.resources,
-                            "readinessProbe": {"grpc": {"port": GRPC_PORT}, "periodSeconds": 10},
-                            "livenessProbe": {
-                                "grpc": {"port": GRPC_PORT},
-                                "periodSeconds": 20,
-                                "failureThreshold": 3,
-                            },
+                            # A kubelet has no certificate of the cluster CA: with
+                            # TLS the probes can only see the port open.
+                            "readinessProbe": {**probe, "periodSeconds": 10},
+                            "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 3},
                             "volumeMounts": [
                                 {"name": "state", "mountPath": STATE_DIR},
                                 {"name": "cgroup", "mountPath": "/sys/fs/cgroup"},

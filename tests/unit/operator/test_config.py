@@ -70,3 +70,15 @@ def test_orchestration_settings_from_helm_values() -> None:
 def test_bad_orchestration_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OperatorConfig.from_env(env)
+
+
+def test_with_tls_the_agents_ask_for_their_certificates_and_probes_see_the_port() -> None:
+    config = OperatorConfig.from_env({"SERVERLESSOS_NAMESPACE": "sos", "SERVERLESSOS_TLS": "true"})
+    assert config.tls and config.agent_user == "system:serviceaccount:sos:serverlessos-agent"
+    pod = manifest(config.daemonset)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--tls-bootstrap" in container["args"] and "--insecure" not in container["args"]
+    assert "--operator-namespace=sos" in container["args"]
+    assert container["readinessProbe"]["tcpSocket"] == {"port": 7420}
+    plain = manifest(OperatorConfig.from_env({}).daemonset)["spec"]["template"]["spec"]
+    assert "--insecure" in plain["containers"][0]["args"]

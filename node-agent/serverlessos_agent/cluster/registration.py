@@ -5,8 +5,8 @@ has a kubeconfig or runs in a pod) writes one cluster-scoped ServerlessNode
 named after the node and refreshes its status every heartbeat. If the API
 server is unreachable the agent carries on and tries again next beat.
 
-The only module of the agent that imports `kubernetes`; the daemon imports it only
-when the agent registers, so an agent without Kubernetes never loads the client.
+The daemon imports it only when the agent registers, so an agent without
+Kubernetes never loads the client.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .node_status import NodeFacts
+from ..observe.node_status import NodeFacts
+from .api import api_client
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,7 @@ GROUP, VERSION, PLURAL = "serverlessos.io", "v1alpha1", "serverlessnodes"
 class Registrar:
     def __init__(self, facts: NodeFacts, kubeconfig: str | None) -> None:
         self.facts = facts
-        if kubeconfig:
-            api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        else:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api_client = client.ApiClient()
-        self.api = client.CustomObjectsApi(api_client)
+        self.api = client.CustomObjectsApi(api_client(kubeconfig))
 
     def _beat(self, status: dict[str, Any]) -> None:
         """One write per beat; the object is created only when it is missing."""
