@@ -21,6 +21,7 @@ from .cgroup import CgroupDriver, detect
 from .errors import FailedPrecondition
 from .migration.directory import MigrationDirs
 from .migration.finish import MigrationFinisher
+from .migration.permits import Permits
 from .migration.source import CheckpointSource
 from .migration.target import CheckpointTarget
 from .migration.transfer import ReceiveLimits
@@ -210,12 +211,15 @@ async def run(config: AgentConfig) -> None:
     # CRIU's page server (post-copy) listens where the operator reaches this agent.
     advertised = split_host_port(config.advertise_address)[0] if config.advertise_address else host
     dirs = MigrationDirs(config.state_dir / "migrations")
+    permits = Permits(config.node_name, tls)
     source = CheckpointSource(
         config.node_name,
         freezer=supervisor.freezer,
         dirs=dirs,
         criu=criu_info,
         page_server_host=advertised,
+        table=table,
+        permits=permits,
     )
     target = CheckpointTarget(
         config.node_name,
@@ -224,6 +228,7 @@ async def run(config: AgentConfig) -> None:
         lifecycle=supervisor.lifecycle,
         dirs=dirs,
         criu=criu_info,
+        permits=permits,
         limits=ReceiveLimits(max_bytes=config.max_checkpoint_bytes),
     )
     finisher = MigrationFinisher(

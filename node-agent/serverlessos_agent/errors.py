@@ -27,3 +27,7 @@ class OutOfRange(AgentError):
 
 class ResourceExhausted(AgentError):
     """A bound of the agent is reached (processes per node, streams per peer): try later."""
+
+
+class PermissionDenied(AgentError):
+    """The caller may not do this: not the identity, or not the ticket, it needs."""

@@ -15,6 +15,7 @@ import grpc
 from pydantic import ValidationError
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.auth.pki import CA
+from serverlessos.auth.tickets import Ticket
 
 from .api.meta import describe, object_ref
 from .api.v1alpha1 import ClusterCgroup, MigrationPhase, ProcessMigration, ServerlessNode
@@ -132,6 +133,7 @@ class Operator:
             self.placer,
             self.agents,
             MigrationStatus(kube, self.processes, self.events, self._migration_finished),
+            tickets=self._ticket,
         )
         self.rebalance = RebalanceController(
             self.processes,
@@ -283,6 +285,30 @@ class Operator:
             request.name,
             "approved" if decision.approve else "denied",
             decision.message,
+        )
+
+    def _ticket(
+        self,
+        *,
+        migration_id: str,
+        namespace: str,
+        name: str,
+        process_uid: str,
+        source: str,
+        target: str,
+    ) -> bytes:
+        """A migration's ticket, signed with the cluster CA's key (empty without a CA:
+        agents without TLS do not ask for one)."""
+        if self.ca is None:
+            return b""
+        return Ticket.issue(
+            self.ca.key,
+            migration_id=migration_id,
+            namespace=namespace,
+            name=name,
+            process_uid=process_uid,
+            source=source,
+            target=target,
         )
 
     def _channel_credentials(self) -> grpc.ChannelCredentials:

@@ -20,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import Certificate
 
 LIFETIME = 900.0  # seconds: the longest checkpoint the operator waits for
+# What the CA key signs for a ticket starts with this, so no ticket's signature can
+# pass for a certificate's or anything else the key signs (and none of theirs for it).
+DOMAIN = b"serverlessos.io/migration-ticket/v1\0"
 
 
 class TicketError(ValueError):
@@ -47,7 +50,7 @@ class Ticket:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
     def sign(self, key: ec.EllipticCurvePrivateKey) -> bytes:
-        signature = key.sign(self.payload(), ec.ECDSA(hashes.SHA256()))
+        signature = key.sign(DOMAIN + self.payload(), ec.ECDSA(hashes.SHA256()))
         return _b64(self.payload()) + b"." + _b64(signature)
 
     @classmethod
@@ -78,7 +81,7 @@ class Ticket:
             public_key = ca.public_key()
             if not isinstance(public_key, ec.EllipticCurvePublicKey):
                 raise TicketError("the CA's key is not an ECDSA key")
-            public_key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+            public_key.verify(signature, DOMAIN + payload, ec.ECDSA(hashes.SHA256()))
             fields = json.loads(payload)
             ticket = cls(**fields)
         except (ValueError, TypeError, InvalidSignature) as exc:

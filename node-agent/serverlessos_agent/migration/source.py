@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+from serverlessos.auth import identity
 from serverlessos.criu import rpc_pb2 as rpc
 
 from .. import convert
@@ -27,7 +28,9 @@ from ..errors import FailedPrecondition, InvalidArgument
 from ..records import ProcessRecord, Ref
 from ..runtime.criu import LAZY_READY_TIMEOUT, CriuError, CriuInfo, Swrk, checked, usable_binary
 from ..runtime.freezing import Freezer
+from ..runtime.process_table import ProcessTable
 from .directory import MigrationDirs
+from .permits import Permits
 from .transfer import Source, chunks
 
 # The channel to the target agent: keepalive pings notice a cut link within ~15 s
@@ -76,8 +79,12 @@ class CheckpointSource:
         dirs: MigrationDirs,
         criu: CriuInfo | None,
         page_server_host: str,
+        table: ProcessTable,
+        permits: Permits,
     ) -> None:
         self._node_name = node_name
+        self._table = table
+        self._permits = permits
         self._freezer = freezer
         self._dirs = dirs
         self._criu = criu
@@ -89,9 +96,18 @@ class CheckpointSource:
         return self._out.get(migration_id)
 
     async def checkpoint(
-        self, ref: Ref, migration_id: str, target: str, mode: int, progress: Progress
+        self,
+        ref: Ref,
+        migration_id: str,
+        target: str,
+        mode: int,
+        progress: Progress,
+        *,
+        target_node: str = "",
+        ticket: bytes = b"",
     ) -> None:
-        """Freeze, dump, send. On failure the process runs on here before this raises."""
+        """Freeze, dump, send. On failure the process runs on here before this raises.
+        With TLS, only under the operator's ticket, to the node it names (permits.py)."""
         binary = usable_binary(self._criu, self._node_name)
         if not target:
             raise InvalidArgument("target_endpoint is required")
@@ -99,6 +115,7 @@ class CheckpointSource:
             raise InvalidArgument(f"unsupported migration mode {mode}")
         lazy = mode == pb.MIGRATION_MODE_POST_COPY
         self._dirs.path(migration_id)  # a bad id is refused before anything is frozen
+        permit = self._permits.to_send(self._table.get(ref), migration_id, target_node, ticket)
         async with self._dirs.lock(migration_id):
             record = await self._freezer.freeze(ref, migration_id)
             assert record.run is not None
@@ -135,6 +152,8 @@ class CheckpointSource:
                     record,
                     migration_id,
                     target,
+                    ticket=ticket if permit is not None else b"",
+                    target_node=target_node,
                     mode=mode,
                     page_server=page_server,
                     frozen_at=frozen_at,
@@ -207,6 +226,8 @@ class CheckpointSource:
         migration_id: str,
         target: str,
         *,
+        ticket: bytes,
+        target_node: str,
         mode: int,
         page_server: str,
         frozen_at: float,
@@ -221,6 +242,7 @@ class CheckpointSource:
             workdir=record.workdir,
             page_server=page_server,
             frozen_at=frozen_at,
+            ticket=ticket,
         )
         sources = [
             Source("images", directory / "images"),
@@ -238,7 +260,7 @@ class CheckpointSource:
                     return
                 yield chunk
 
-        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        async with self._channel(target, target_node) as channel:
             stub = pb_grpc.AgentStub(channel)
             try:
                 reply = await stub.ReceiveCheckpoint(stream(), timeout=TRANSFER_TIMEOUT)
@@ -247,6 +269,19 @@ class CheckpointSource:
                     f"sending the checkpoint to {target} failed: {exc.code().name}: {exc.details()}"
                 ) from exc
         return int(reply.received_bytes)
+
+    def _channel(self, target: str, target_node: str) -> grpc.aio.Channel:
+        """To the target agent: with TLS as this node, by the target node's TLS name (it
+        is that node's agent, or the handshake fails)."""
+        tls = self._permits.tls
+        if tls is None:
+            return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        name = identity.node(target_node).tls_name
+        return grpc.aio.secure_channel(
+            target,
+            tls.channel_credentials(),
+            options=[*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", name)],
+        )
 
     async def resume(self, migration_id: str, ref: Ref, why: str) -> bool:
         """Undo the source's side (a failed checkpoint, or a rollback): stop CRIU,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.auth.identity import Identity
 
 from .. import convert
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -30,6 +31,7 @@ from ..runtime.process_table import ProcessTable
 from ..runtime.validation import check_label
 from ..storage.record_store import RecordStore
 from .directory import MigrationDirs
+from .permits import Permits
 from .transfer import ReceiveLimits, Receiver
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class CheckpointTarget:
         lifecycle: Lifecycle,
         dirs: MigrationDirs,
         criu: CriuInfo | None,
+        permits: Permits,
         limits: ReceiveLimits | None = None,
     ) -> None:
         self._node_name = node_name
@@ -54,15 +57,21 @@ class CheckpointTarget:
         self._dirs = dirs
         self._criu = criu
         self._limits = limits or ReceiveLimits()
+        self._permits = permits
         self._lazy: dict[str, asyncio.subprocess.Process] = {}
         self._reapers: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
 
-    async def receive(self, stream: AsyncIterator[pb.CheckpointChunk]) -> int:
+    async def receive(
+        self, stream: AsyncIterator[pb.CheckpointChunk], sender: Identity | None = None
+    ) -> int:
+        """Take a checkpoint in (with TLS: only as the operator's ticket says, from the
+        agent it names: permits.py)."""
         usable_binary(self._criu, self._node_name)
         first = await anext(stream, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("a checkpoint stream must start with its header")
         header = first.header
+        self._permits.to_receive(header, sender)
         ref = _checked_ref(header)  # before any path is built from the sender's names
         self._dirs.path(header.migration_id)
         if ref in self._table:

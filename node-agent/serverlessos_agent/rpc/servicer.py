@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+from serverlessos.auth.identity import peer_identity
 
 from .. import convert
 from ..cgroup import CgroupDriver
@@ -178,7 +179,13 @@ class AgentServicer(pb_grpc.AgentServicer):
             # the process frozen (the work resumes it itself when it fails).
             work = asyncio.get_running_loop().create_task(
                 self._source.checkpoint(
-                    ref, request.migration_id, request.target_endpoint, request.mode, queue.put
+                    ref,
+                    request.migration_id,
+                    request.target_endpoint,
+                    request.mode,
+                    queue.put,
+                    target_node=request.target_node,
+                    ticket=request.ticket,
                 )
             )
             while True:
@@ -210,7 +217,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ReceiveCheckpointResponse:
         try:
-            received = await self._target.receive(request_iterator)
+            sender = peer_identity(context.auth_context())
+            received = await self._target.receive(request_iterator, sender)
         except AgentError as exc:
             await context.abort(code_for(exc), str(exc))
             raise AssertionError("unreachable") from exc

@@ -20,6 +20,7 @@ import asyncio
 import datetime
 import logging
 import time
+from typing import Protocol
 
 import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
@@ -43,6 +44,20 @@ from .rules import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class TicketIssuer(Protocol):
+    def __call__(
+        self,
+        *,
+        migration_id: str,
+        namespace: str,
+        name: str,
+        process_uid: str,
+        source: str,
+        target: str,
+    ) -> bytes: ...
+
 
 MODE_PB = {
     MigrationMode.STOP_AND_COPY: pb.MIGRATION_MODE_STOP_AND_COPY,
@@ -69,8 +84,11 @@ class MigrationController:
         placer: Placer,
         agents: AgentPool,
         status: MigrationStatus,
+        *,
+        tickets: TicketIssuer | None = None,
     ) -> None:
         self.book = book
+        self.tickets = tickets  # the operator's signed word for each move (with TLS)
         self.nodes = nodes
         self.placer = placer
         self.agents = agents
@@ -182,7 +200,7 @@ class MigrationController:
         await self.status.set_migrating(info, True, "Migrating", f"{m.name}: {source} -> {target}")
         events = self.status.events
         events.post(m.ref, "Normal", "Checkpointing", f"{m.process}: {source} -> {target}, {mode}")
-        done = await self._checkpoint(m, source, dst.endpoint, mode)
+        done = await self._checkpoint(m, source, target, dst.endpoint, mode, info.uid)
         if done is None:
             return  # rolled back
         frozen_at = done.frozen_at.ToMilliseconds() / 1000
@@ -207,8 +225,14 @@ class MigrationController:
             m, restored.process, frozen_at, restored.resumed_at.ToMilliseconds() / 1000
         )
 
-    async def _checkpoint(
-        self, m: Migration, source: str, target_endpoint: str, mode: MigrationMode
+    async def _checkpoint(  # noqa: PLR0917 (private; one caller)
+        self,
+        m: Migration,
+        source: str,
+        target: str,
+        target_endpoint: str,
+        mode: MigrationMode,
+        process_uid: str,
     ) -> pb.CheckpointProgress | None:
         """Freeze, dump and send on the source; None when it failed (rolled back)."""
         request = pb.CheckpointProcessRequest(
@@ -216,7 +240,17 @@ class MigrationController:
             migration_id=m.uid,
             target_endpoint=target_endpoint,
             mode=MODE_PB[mode],
+            target_node=target,
         )
+        if self.tickets is not None:
+            request.ticket = self.tickets(
+                migration_id=m.uid,
+                namespace=m.namespace,
+                name=m.process,
+                process_uid=process_uid,
+                source=source,
+                target=target,
+            )
         done: pb.CheckpointProgress | None = None
         try:
             stream = self.agents.stub(source).CheckpointProcess(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import time
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from serverlessos.auth import identity
 from serverlessos.auth.identity import OPERATOR, Identity, IdentityError, peer_identity
@@ -140,3 +141,18 @@ def test_tickets_are_the_operators_word_until_they_expire() -> None:
     for junk in (b"", b".", b"x" * 5000, payload):
         with pytest.raises(TicketError):
             Ticket.verify(junk, ca.cert)
+
+
+def test_a_signature_the_ca_key_made_for_anything_else_is_no_ticket() -> None:
+    """Tickets are signed under their own domain prefix: the CA key's signature over
+    the bare payload (as it could be over some other message) does not verify."""
+    ca = CA.create()
+    payload = base64.urlsafe_b64decode(_ticket(ca).partition(b".")[0] + b"==")
+    bare = ca.key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    token = (
+        base64.urlsafe_b64encode(payload).rstrip(b"=")
+        + b"."
+        + base64.urlsafe_b64encode(bare).rstrip(b"=")
+    )
+    with pytest.raises(TicketError, match="not a ticket"):
+        Ticket.verify(token, ca.cert)

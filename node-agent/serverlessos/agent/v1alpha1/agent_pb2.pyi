@@ -903,11 +903,19 @@ class CheckpointProcessRequest(_message.Message):
     MIGRATION_ID_FIELD_NUMBER: _builtins.int
     TARGET_ENDPOINT_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    TARGET_NODE_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
     migration_id: _builtins.str
     """unique per migration (the ProcessMigration's uid)"""
     target_endpoint: _builtins.str
     """host:port of the target agent"""
     mode: Global___MigrationMode.ValueType
+    target_node: _builtins.str
+    """With mutual TLS: the operator's signed ticket for this migration (process uid,
+    source, target, expiry); the target agent is dialled by target_node's TLS name,
+    and takes the checkpoint only with the ticket, only from its source.
+    """
+    ticket: _builtins.bytes
     @_builtins.property
     def ref(self) -> Global___ProcessRef: ...
     def __init__(
@@ -917,10 +925,12 @@ class CheckpointProcessRequest(_message.Message):
         migration_id: _builtins.str = ...,
         target_endpoint: _builtins.str = ...,
         mode: Global___MigrationMode.ValueType = ...,
+        target_node: _builtins.str = ...,
+        ticket: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration_id", b"migration_id", "mode", b"mode", "ref", b"ref", "target_endpoint", b"target_endpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration_id", b"migration_id", "mode", b"mode", "ref", b"ref", "target_endpoint", b"target_endpoint", "target_node", b"target_node", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1041,6 +1051,7 @@ class CheckpointHeader(_message.Message):
     WORKDIR_FIELD_NUMBER: _builtins.int
     PAGE_SERVER_FIELD_NUMBER: _builtins.int
     FROZEN_AT_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
     migration_id: _builtins.str
     source_node: _builtins.str
     mode: Global___MigrationMode.ValueType
@@ -1051,6 +1062,8 @@ class CheckpointHeader(_message.Message):
     """post-copy: host:port of the source's page server"""
     frozen_at: _builtins.float
     """unix seconds"""
+    ticket: _builtins.bytes
+    """the operator's ticket, as the source was given it"""
     @_builtins.property
     def process(self) -> Global___Process:
         """The process as the source knows it (spec with limits, uid, restarts)."""
@@ -1066,10 +1079,11 @@ class CheckpointHeader(_message.Message):
         workdir: _builtins.str = ...,
         page_server: _builtins.str = ...,
         frozen_at: _builtins.float = ...,
+        ticket: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frozen_at", b"frozen_at", "log_path", b"log_path", "migration_id", b"migration_id", "mode", b"mode", "page_server", b"page_server", "process", b"process", "source_node", b"source_node", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frozen_at", b"frozen_at", "log_path", b"log_path", "migration_id", b"migration_id", "mode", b"mode", "page_server", b"page_server", "process", b"process", "source_node", b"source_node", "ticket", b"ticket", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
