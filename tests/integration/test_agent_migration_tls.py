@@ -5,6 +5,9 @@ refused with PERMISSION_DENIED and the process runs on where it was."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,18 @@ pytestmark = [
     pytest.mark.skipif(not IS_ROOT, reason="needs root: CRIU, cgroups"),
 ]
 
+# 32 MiB of random memory, and its digest now and then: post-copy must bring all of it.
+MEMORY = """
+import hashlib, os, time
+data = bytearray(os.urandom(32 << 20))
+print("digest", hashlib.sha256(data).hexdigest(), flush=True)
+i = 0
+while True:
+    i += 1
+    if i % 10 == 0:
+        print("digest", hashlib.sha256(data).hexdigest(), flush=True)
+    time.sleep(0.05)
+"""
 COUNTER = (
     "import time\ni = 0\nwhile True:\n    i += 1\n    print(i, flush=True)\n    time.sleep(0.05)\n"
 )
@@ -75,13 +90,19 @@ class Cluster:
         return Ticket.issue(self.ca.key, **fields)
 
     def checkpoint(
-        self, name: str, migration_id: str, *, ticket: bytes, target_node: str = "node-b"
+        self,
+        name: str,
+        migration_id: str,
+        *,
+        ticket: bytes,
+        target_node: str = "node-b",
+        mode: pb.MigrationMode = pb.MIGRATION_MODE_STOP_AND_COPY,
     ) -> list[pb.CheckpointProgress]:
         request = pb.CheckpointProcessRequest(
             ref=pb.ProcessRef(namespace="default", name=name),
             migration_id=migration_id,
             target_endpoint=self.agents["node-b"].endpoint,
-            mode=pb.MIGRATION_MODE_STOP_AND_COPY,
+            mode=mode,
             target_node=target_node,
             ticket=ticket,
         )
@@ -114,6 +135,60 @@ def test_a_ticketed_migration_moves_the_process(cluster: Cluster) -> None:
     count = int(log.read_text().split()[-1])
     time.sleep(0.5)
     assert int(log.read_text().split()[-1]) > count, "it counts on, on node-b"
+
+
+def _digests(log: Path) -> list[str]:
+    return [line.split()[1] for line in log.read_text().splitlines() if line.startswith("digest")]
+
+
+def test_post_copy_memory_goes_through_the_tls_tunnel_to_the_target_only(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """CRIU never listens on the network: the source agent serves the memory over
+    mutual TLS to node-b alone (node-c, with a real certificate of this cluster, is
+    turned away; plaintext fails the handshake), and all of it arrives intact."""
+    a, b = cluster.agents["node-a"], cluster.agents["node-b"]
+    process = a.run("m", ["python3", "-c", MEMORY], memory=256 * 2**20)
+    log_a = a.state_dir / Path(process.log_path).relative_to(cluster.state)
+    deadline = time.monotonic() + 20
+    while not _digests(log_a):
+        assert time.monotonic() < deadline, log_a.read_text()
+        time.sleep(0.05)
+    digest = _digests(log_a)[0]
+    progress = cluster.checkpoint(
+        "m", "m-pc", ticket=cluster.ticket(process, "m-pc"), mode=pb.MIGRATION_MODE_POST_COPY
+    )
+    host, _, port = progress[-1].page_server.rpartition(":")
+    # Plaintext: no TLS, no bytes of memory.
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(b"\0" * 24)  # a page-server request
+        assert raw.recv(1 << 16) == b"", "closed without an answer"
+    # Another node of this cluster: the handshake works, the tunnel turns it away.
+    intruder = write_identity(tmp_path / "node-c", cluster.ca, identity.node("node-c"))
+    context = ssl.create_default_context(cafile=str(intruder / "ca.pem"))
+    context.load_cert_chain(str(intruder / "cert.pem"), str(intruder / "key.pem"))
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as tcp,
+        context.wrap_socket(tcp, server_hostname="node-a.node.serverlessos.internal") as tls,
+    ):
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            tls.sendall(b"\0" * 24)
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            assert tls.recv(1 << 16) == b"", "turned away without an answer"
+    restored = b.stub.RestoreProcess(pb.RestoreProcessRequest(migration_id="m-pc"), timeout=60)
+    assert restored.process.state == pb.PROCESS_STATE_RUNNING
+    finish = pb.FinishMigrationRequest(
+        migration_id="m-pc", ref=pb.ProcessRef(namespace="default", name="m"), commit=True
+    )
+    outcome = a.stub.FinishMigration(finish, timeout=120)
+    assert "after its memory was served" in outcome.outcome, outcome
+    log_b = b.state_dir / Path(b.get("m").log_path).relative_to(cluster.state)
+    seen = len(_digests(log_b))
+    deadline = time.monotonic() + 20
+    while len(_digests(log_b)) <= seen:
+        assert time.monotonic() < deadline, log_b.read_text()[-500:]
+        time.sleep(0.1)
+    assert set(_digests(log_b)) == {digest}, "every page arrived as it was"
 
 
 @pytest.mark.parametrize(

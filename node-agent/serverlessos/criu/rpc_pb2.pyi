@@ -176,6 +176,7 @@ class Options(_message.Message):
     TCP_SKIP_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     LAZY_PAGES_FIELD_NUMBER: _builtins.int
     STATUS_FD_FIELD_NUMBER: _builtins.int
+    CONFIG_FILE_FIELD_NUMBER: _builtins.int
     TCP_CLOSE_FIELD_NUMBER: _builtins.int
     NETWORK_LOCK_FIELD_NUMBER: _builtins.int
     LEAVE_STOPPED_FIELD_NUMBER: _builtins.int
@@ -201,6 +202,10 @@ class Options(_message.Message):
     tcp_skip_in_flight: _builtins.bool
     lazy_pages: _builtins.bool
     status_fd: _builtins.int
+    config_file: _builtins.str
+    """A file of CRIU command-line options (one per line, without "--"), applied over
+    these; the only way to set a lazy dump's page-server address or socket over RPC.
+    """
     tcp_close: _builtins.bool
     network_lock: Global___NetworkLock.ValueType
     leave_stopped: _builtins.bool
@@ -235,13 +240,14 @@ class Options(_message.Message):
         tcp_skip_in_flight: _builtins.bool | None = ...,
         lazy_pages: _builtins.bool | None = ...,
         status_fd: _builtins.int | None = ...,
+        config_file: _builtins.str | None = ...,
         tcp_close: _builtins.bool | None = ...,
         network_lock: Global___NetworkLock.ValueType | None = ...,
         leave_stopped: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_file", b"config_file", "file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external", b"external", "file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "inherit_fd", b"inherit_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_file", b"config_file", "external", b"external", "file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "inherit_fd", b"inherit_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

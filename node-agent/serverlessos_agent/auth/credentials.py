@@ -9,6 +9,8 @@ not the CA's, or names another node, is refused and the last good one is kept.
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +99,22 @@ class TlsFiles:
         """To dial a peer agent as this node."""
         m = self.current
         return grpc.ssl_channel_credentials(m.ca, m.key, m.cert)
+
+    def ssl_context(self, *, server: bool) -> ssl.SSLContext:
+        """Mutual TLS outside gRPC (the post-copy page tunnel), with the credentials in
+        use: the peer must show a certificate of the cluster CA; a client checks the
+        server's name too."""
+        self.refresh()
+        m = self.current
+        purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+        context = ssl.create_default_context(purpose, cadata=m.ca.decode())
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED
+        # ssl loads a key only from a file: an anonymous in-memory one, gone after this.
+        fd = os.memfd_create("tls-identity", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, m.cert + b"\n" + m.key)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return context

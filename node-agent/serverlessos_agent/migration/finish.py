@@ -72,7 +72,7 @@ class MigrationFinisher:
                 outcome = f"removed; the target had not pulled all memory after {timeout:.0f}s"
             except Exception as exc:
                 outcome = f"removed; CRIU's page server ended with: {exc}"
-        self._source.close(migration_id)
+        await self._source.close(migration_id)
         record = self._table.find(ref)
         if record is not None and record.migration_id == migration_id:
             await self._lifecycle.stop_process(ref, grace=0, message=f"migrated ({migration_id})")

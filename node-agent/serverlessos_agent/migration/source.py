@@ -30,6 +30,7 @@ from ..runtime.criu import LAZY_READY_TIMEOUT, CriuError, CriuInfo, Swrk, checke
 from ..runtime.freezing import Freezer
 from ..runtime.process_table import ProcessTable
 from .directory import MigrationDirs
+from .page_tunnel import Tunnel
 from .permits import Permits
 from .transfer import Source, chunks
 
@@ -57,6 +58,16 @@ class Outgoing:
     dump: asyncio.Future[Any] | None = (
         None  # the CRIU dump call (post-copy: until pages are served)
     )
+    tunnel: Tunnel | None = None  # post-copy with TLS: the memory's way to the target
+
+
+@dataclass(frozen=True)
+class PageServing:
+    """Post-copy: where the target pulls the memory from, and how CRIU serves it."""
+
+    address: str  # host:port for the target
+    criu_options: list[str]  # CRIU options, config-file lines
+    inherit: tuple[int, ...] = ()  # fds CRIU must hold (the tunnel's socket)
 
 
 def _free_port(host: str) -> int:
@@ -133,9 +144,9 @@ class CheckpointSource:
                 started = time.time()
                 frozen_at = started
                 if lazy:
-                    port = _free_port(self._page_server_host)
-                    page_server = f"{self._page_server_host}:{port}"
-                    frozen_at = await self._dump_lazy(out, binary, record, images, port)
+                    serving = await self._page_server(out, target_node)
+                    page_server = serving.address
+                    frozen_at = await self._dump_lazy(out, binary, record, images, serving)
                 else:
                     frozen_at = await self._dump(out, binary, record, images)
                 dump_seconds = time.time() - started
@@ -189,19 +200,42 @@ class CheckpointSource:
             out.swrk = None
         return frozen[0]
 
+    async def _page_server(self, out: Outgoing, target_node: str) -> PageServing:
+        """Where the target pulls the memory from, and how CRIU serves it: on a port of
+        this node's address (no TLS), or over this agent's page tunnel, for the target
+        alone (TLS: CRIU is given a socket and never listens)."""
+        host = self._page_server_host
+        tls = self._permits.tls
+        if tls is None:
+            port = _free_port(host)
+            return PageServing(f"{host}:{port}", [f"address {host}", f"port {port}"])
+        out.tunnel = Tunnel()
+        address = await out.tunnel.serve(tls, host, identity.node(target_node))
+        fd = out.tunnel.criu_end.fileno()
+        return PageServing(address, [f"ps-socket {fd}"], inherit=(fd,))
+
     async def _dump_lazy(
-        self, out: Outgoing, binary: str, record: ProcessRecord, images: Path, port: int
+        self,
+        out: Outgoing,
+        binary: str,
+        record: ProcessRecord,
+        images: Path,
+        serving: PageServing,
     ) -> float:
-        """Post-copy: dump all but memory; CRIU then serves the memory on `port` until
+        """Post-copy: dump all but memory; CRIU then serves the memory (`serving`) until
         the target has pulled it (the dump call ends then). Returns once the images
         are complete, which CRIU signals on its status fd."""
         frozen = [time.time()]
+        # Over RPC a lazy dump takes only a port; a config file says where and how.
+        config = images.parent / "page-server.conf"
+        config.write_text("".join(line + "\n" for line in serving.criu_options))
         ready_r, ready_w = os.pipe()
-        out.swrk = Swrk(binary)
+        out.swrk = Swrk(binary, inherit=serving.inherit)
+        if out.tunnel is not None:
+            out.tunnel.release_criu_end()
         loop = asyncio.get_running_loop()
-        ps = rpc.PageServerInfo(address=self._page_server_host, port=port)
         out.dump = loop.run_in_executor(
-            None, _dump_call, out.swrk, record, images, ps, ready_w, frozen
+            None, _dump_call, out.swrk, record, images, config, ready_w, frozen
         )
         ready: asyncio.Future[bytes] = loop.run_in_executor(None, os.read, ready_r, 1)
         try:
@@ -296,24 +330,28 @@ class CheckpointSource:
             if out.swrk is not None:
                 out.swrk.close()  # reaps it
                 out.swrk = None
+            if out.tunnel is not None:
+                await out.tunnel.close()
         self._out.pop(migration_id, None)
         resumed = await self._freezer.resume(ref, migration_id, why)
         self._dirs.remove(migration_id)
         return resumed
 
-    def close(self, migration_id: str) -> None:
+    async def close(self, migration_id: str) -> None:
         """The migration is over here (committed): let go of CRIU and forget it."""
         out = self._out.pop(migration_id, None)
         if out is not None and out.swrk is not None:
             out.swrk.kill()
             out.swrk.close()
+        if out is not None and out.tunnel is not None:
+            await out.tunnel.close()
 
 
 def _dump_call(  # noqa: PLR0917 (run_in_executor passes positionals)
     swrk: Swrk,
     record: ProcessRecord,
     images: Path,
-    ps: rpc.PageServerInfo | None,
+    lazy_config: Path | None,
     status_fd: int | None,
     frozen: list[float],
 ) -> None:
@@ -335,9 +373,9 @@ def _dump_call(  # noqa: PLR0917 (run_in_executor passes positionals)
             file_locks=True,
             notify_scripts=True,
         )
-        if ps is not None:
+        if lazy_config is not None:
             options.lazy_pages = True
-            options.ps.CopyFrom(ps)
+            options.config_file = str(lazy_config)
         if status_fd is not None:
             options.status_fd = status_fd
 

@@ -31,6 +31,7 @@ from ..runtime.process_table import ProcessTable
 from ..runtime.validation import check_label
 from ..storage.record_store import RecordStore
 from .directory import MigrationDirs
+from .page_tunnel import Tunnel
 from .permits import Permits
 from .transfer import ReceiveLimits, Receiver
 
@@ -59,6 +60,7 @@ class CheckpointTarget:
         self._limits = limits or ReceiveLimits()
         self._permits = permits
         self._lazy: dict[str, asyncio.subprocess.Process] = {}
+        self._tunnels: dict[str, Tunnel] = {}  # post-copy with TLS
         self._reapers: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
 
     async def receive(
@@ -168,15 +170,12 @@ class CheckpointTarget:
     ) -> None:
         """CRIU's lazy-pages daemon: pulls memory from the source's page server and
         hands it to the restored process on its page faults (userfaultfd)."""
-        host, _, port = header.page_server.rpartition(":")
+        where, inherit = await self._page_source(migration_id, header)
         proc = await asyncio.create_subprocess_exec(
             binary,
             "lazy-pages",
             "--page-server",
-            "--address",
-            host,
-            "--port",
-            port,
+            *where,
             "-D",
             str(images),
             "-o",
@@ -185,7 +184,11 @@ class CheckpointTarget:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            pass_fds=inherit,
         )
+        tunnel = self._tunnels.get(migration_id)
+        if tunnel is not None:
+            tunnel.release_criu_end()
         self._lazy[migration_id] = proc
         # The restore connects to the daemon's socket in the images dir: wait for it.
         deadline = time.monotonic() + LAZY_READY_TIMEOUT
@@ -201,11 +204,37 @@ class CheckpointTarget:
         self._reapers.add(reaper)
         reaper.add_done_callback(self._reapers.discard)
 
+    async def _page_source(
+        self, migration_id: str, header: pb.CheckpointHeader
+    ) -> tuple[list[str], tuple[int, ...]]:
+        """The lazy-pages daemon's way to the source's memory (its arguments, and the
+        fds it inherits): the source's page server itself (no TLS), or this agent's
+        page tunnel to the ticket's source (permits.py checked the header's)."""
+        tls = self._permits.tls
+        if tls is None:
+            host, _, port = header.page_server.rpartition(":")
+            return ["--address", host, "--port", port], ()
+        tunnel = Tunnel()
+        self._tunnels[migration_id] = tunnel
+        try:
+            await tunnel.dial(tls, header.page_server, header.source_node)
+        except BaseException:
+            await self._close_tunnel(migration_id)
+            raise
+        fd = tunnel.criu_end.fileno()
+        return ["--ps-socket", str(fd)], (fd,)
+
+    async def _close_tunnel(self, migration_id: str) -> None:
+        tunnel = self._tunnels.pop(migration_id, None)
+        if tunnel is not None:
+            await tunnel.close()
+
     async def _reap_lazy(
         self, migration_id: str, proc: asyncio.subprocess.Process, images: Path
     ) -> None:
         code = await proc.wait()
         self._lazy.pop(migration_id, None)
+        await self._close_tunnel(migration_id)
         if code != 0:
             log.warning(
                 "lazy-pages daemon of migration %s exited %d: %s",
@@ -231,6 +260,7 @@ class CheckpointTarget:
         if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
+        await self._close_tunnel(migration_id)
 
 
 def _checked_ref(header: pb.CheckpointHeader) -> Ref:

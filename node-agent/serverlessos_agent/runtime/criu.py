@@ -121,16 +121,17 @@ class Swrk:
 
     Requests are answered in order; with notify_scripts on, CRIU interleaves
     NOTIFY responses (its hook points), each acknowledged before it goes on.
-    `pass_fds` are fds CRIU needs to see in this process (images dir, status fd):
-    it opens them through /proc/<our pid>/fd/N.
+    Fds named in requests (images dir, status fd) CRIU opens through
+    /proc/<our pid>/fd/N; a page-server socket it must hold itself (`inherit`).
     """
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, inherit: tuple[int, ...] = ()) -> None:
+        """`inherit`: fds CRIU gets as its own, same numbers (a page-server socket)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
         self.proc = subprocess.Popen(
             [binary, "swrk", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
+            pass_fds=[theirs.fileno(), *inherit],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
