@@ -189,3 +189,58 @@ def test_an_agent_gets_its_own_nodes_certificate_and_only_that(tmp_path: Path) -
     for csr in get_json("csr")["items"]:
         if csr["metadata"]["name"].startswith(f"serverlessos-{name}"):
             kubectl("delete", "csr", csr["metadata"]["name"], check=False)
+
+
+def test_an_agent_writes_only_its_own_nodes_serverlessnode(tmp_path: Path) -> None:
+    """The chart's admission rule: a token bound to one node may not write another
+    node's ServerlessNode, nor may an agent token bound to no node."""
+    suffix = uuid.uuid4().hex[:6]
+    with node_object(f"e2e-own-{suffix}") as mine, node_object(f"e2e-other-{suffix}") as other:
+        own = node_bound_kubeconfig(mine, tmp_path / "own")
+        for name in (mine, other):  # made by the admin, as if each agent had registered
+            kubectl("apply", "-f", "-", input=json.dumps(serverless_node(name)))
+
+        def patch_status(kubeconfig: Path, name: str) -> subprocess.CompletedProcess[str]:
+            return kubectl(
+                "--kubeconfig",
+                str(kubeconfig),
+                "patch",
+                "serverlessnode",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps({"status": {"endpoint": "10.0.0.66:7420"}}),
+                check=False,
+            )
+
+        assert patch_status(own, mine).returncode == 0
+        refused = patch_status(own, other)
+        assert refused.returncode != 0
+        assert f"this token is bound to node {mine}, not {other}" in refused.stderr
+        unbound = tmp_path / "unbound"
+        token = kubectl(
+            "create",
+            "token",
+            "serverlessos-agent",
+            "-n",
+            "serverlessos-system",
+            "--duration",
+            "10m",
+        ).stdout.strip()
+        config = json.loads(own.read_text())
+        config["users"][0]["user"]["token"] = token
+        unbound.write_text(json.dumps(config))
+        refused = patch_status(unbound, mine)
+        assert refused.returncode != 0 and "only with a token bound to its node" in refused.stderr
+        endpoint = get_json("serverlessnode", other).get("status", {}).get("endpoint")
+        assert endpoint != "10.0.0.66:7420"
+
+
+def serverless_node(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "serverlessos.io/v1alpha1",
+        "kind": "ServerlessNode",
+        "metadata": {"name": name},
+        "spec": {},
+    }

@@ -391,7 +391,11 @@ cluster_up() {
         --log-level=warn
     wait_for etcd 30 "$bin/etcdctl" --endpoints="http://127.0.0.1:$etcd_port" --command-timeout=2s endpoint health
 
+    # --enable-aggregator-routing: APIServices (the operator's log API) are dialled at
+    # their Service's endpoint addresses, as on clusters without kube-proxy on the
+    # control plane; here the operator runs on the host, behind a selector-less Service.
     start kube-apiserver \
+        --enable-aggregator-routing=true \
         --etcd-servers="http://127.0.0.1:$etcd_port" \
         --bind-address="$apiserver_bind" \
         --secure-port="$apiserver_port" \

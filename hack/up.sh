@@ -45,9 +45,32 @@ crds() {
   kubectl create namespace serverlessos-system --dry-run=client -o yaml | kubectl apply -f -
   kubectl -n serverlessos-system create serviceaccount serverlessos-agent --dry-run=client -o yaml \
     | kubectl apply -f -
-  # The agents' permissions, as the chart grants them (what a node-bound agent token may do).
+  # The agents' permissions, as the chart grants them (what a node-bound agent token may
+  # do), and the admission rule that keeps each agent to its own node's ServerlessNode.
   helm template serverlessos "$REPO/charts/serverlessos" -n serverlessos-system \
-    --show-only templates/rbac-agent.yaml | kubectl apply -f -
+    --show-only templates/rbac-agent.yaml --show-only templates/admission-agent.yaml \
+    | kubectl apply -f -
+}
+logapi() {
+  # The log API behind the API server, as the chart makes it (APIService, the log
+  # reader role); its Service has no selector here: the operator runs on the host,
+  # reached at the bridge address.
+  helm template serverlessos "$REPO/charts/serverlessos" -n serverlessos-system \
+    --show-only templates/apiservice.yaml | kubectl apply -f -
+  kubectl apply -f - <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: serverlessos-operator, namespace: serverlessos-system}
+spec:
+  ports: [{name: logs, port: 443, targetPort: 8443, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: serverlessos-operator, namespace: serverlessos-system}
+subsets:
+  - addresses: [{ip: 10.77.0.1}]
+    ports: [{name: logs, port: 8443, protocol: TCP}]
+YAML
 }
 agents() { "$REPO/hack/agents.sh" up --nodes "$NODES" --kubeconfig "$KUBECONFIG"; }
 operator() { "$REPO/hack/operator.sh" start; }
@@ -70,6 +93,7 @@ export PATH="$BIN:$REPO/.venv/bin:$PATH"
 export KUBECONFIG="$LOCAL/kubeconfig"
 step cluster cluster
 step crds crds
+step logapi logapi
 step agents agents
 step operator operator
 step nodes registered

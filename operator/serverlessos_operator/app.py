@@ -32,6 +32,8 @@ from .infra.events import EventRecorder
 from .infra.kube import Kube
 from .infra.metrics import OperatorMetrics
 from .infra.refusals import Kind, Refusals, identity
+from .logs.reader import ProcessLogs
+from .logs.service import LogService
 from .migration.controller import MigrationController
 from .migration.record import MigrationStatus
 from .nodes.book import NodeBook
@@ -143,6 +145,9 @@ class Operator:
             self.events,
             on_note=lambda outcome: self.metrics.rebalance_decisions.labels(outcome).inc(),
         )
+        self.logs = LogService(
+            kube, ProcessLogs(self.processes, self.agents.stub), cfg.log_api_service, cfg.namespace
+        )
         self.wake = asyncio.Event()  # capacity may have appeared: retry waiting processes
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -179,6 +184,9 @@ class Operator:
         if self.config.metrics_port:
             self.metrics.serve("0.0.0.0", self.config.metrics_port)
         cfg = self.config
+        serving_logs = False
+        if cfg.log_api_port and self.ca is not None:
+            serving_logs = await self.logs.start(self.ca, cfg.log_api_port)
         loops: list[tuple[float, str, Callable[[], Awaitable[Any]], asyncio.Event | None]] = [
             (cfg.retry_interval, "retrying waiting processes", self.waiting.retry, self.wake),
             (2.0, "checking node heartbeats", self._check_nodes, None),
@@ -191,6 +199,8 @@ class Operator:
             loops.append((60.0, "applying the agent DaemonSet", self._apply_daemonset, None))
         if self.credentials is not None:
             loops.append((600.0, "renewing the operator's certificate", self._renew, None))
+        if serving_logs:
+            loops.append((600.0, "renewing the log API's certificate", self.logs.renew, None))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(every(*spec)) for spec in loops]
 
@@ -198,6 +208,7 @@ class Operator:
         for task in self._tasks:
             task.cancel()
         await self.migrations.close()
+        await self.logs.close()
         await self.agents.close()
 
     # ----- what the handlers hand in ---------------------------------------

@@ -74,6 +74,10 @@ class OperatorConfig:
     usage_interval: float = 2.0  # agents' samples: pressure, usage, quota demand
     retry_interval: float = 5.0
     metrics_port: int = 8081  # 0 = off
+    # The log API (logs/) behind the API server: its port (0 = off) and the Service
+    # that routes to it, whose name its serving certificate carries.
+    log_api_port: int = 8443
+    log_api_service: str = "serverlessos-operator"
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     rebalancing: RebalanceConfig = field(default_factory=RebalanceConfig)
     rebalancing_enabled: bool = True
@@ -110,6 +114,8 @@ class OperatorConfig:
             usage_interval=float(env.get("SERVERLESSOS_USAGE_INTERVAL", cls.usage_interval)),
             retry_interval=float(env.get("SERVERLESSOS_RETRY_INTERVAL", cls.retry_interval)),
             metrics_port=int(env.get("SERVERLESSOS_METRICS_PORT", cls.metrics_port)),
+            log_api_port=int(env.get("SERVERLESSOS_LOG_API_PORT", cls.log_api_port)),
+            log_api_service=env.get("SERVERLESSOS_LOG_API_SERVICE", cls.log_api_service),
             placement=PlacementConfig(**_section(env, "SERVERLESSOS_PLACEMENT", PLACEMENT)),
             rebalancing=RebalanceConfig(**rebalancing),
             rebalancing_enabled=enabled,

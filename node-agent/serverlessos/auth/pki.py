@@ -121,28 +121,51 @@ class CA:
         identity: Identity,
         lifetime: datetime.timedelta = LEAF_LIFETIME,
     ) -> x509.Certificate:
+        """A leaf for one identity, server and client both."""
+        return self._leaf(
+            public_key,
+            identity.tls_name,
+            [x509.UniformResourceIdentifier(identity.uri), x509.DNSName(identity.tls_name)],
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            lifetime,
+        )
+
+    def issue_serving(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        dns_names: list[str],
+        lifetime: datetime.timedelta = LEAF_LIFETIME,
+    ) -> x509.Certificate:
+        """A server-only leaf for DNS names (a Service's), carrying no identity: the
+        operator's log API, which the API server dials (logs/serving.py)."""
+        return self._leaf(
+            public_key,
+            dns_names[0],
+            [x509.DNSName(name) for name in dns_names],
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+            lifetime,
+        )
+
+    def _leaf(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        common_name: str,
+        names: list[x509.GeneralName],
+        usages: list[x509.ObjectIdentifier],
+        lifetime: datetime.timedelta,
+    ) -> x509.Certificate:
         now = _now()
         return (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.tls_name)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - SKEW)
             .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(identity.uri), x509.DNSName(identity.tls_name)]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,

@@ -9,7 +9,6 @@ not the CA's, or names another node, is refused and the last good one is kept.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import cast
 import grpc
 from serverlessos.auth import identity
 from serverlessos.auth.pki import CA, CertificateError, load_cert, load_key
+from serverlessos.auth.tls import load_identity
 
 from ..errors import FailedPrecondition
 
@@ -110,11 +110,5 @@ class TlsFiles:
         context = ssl.create_default_context(purpose, cadata=m.ca.decode())
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.verify_mode = ssl.CERT_REQUIRED
-        # ssl loads a key only from a file: an anonymous in-memory one, gone after this.
-        fd = os.memfd_create("tls-identity", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, m.cert + b"\n" + m.key)
-            context.load_cert_chain(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
+        load_identity(context, m.cert, m.key)
         return context

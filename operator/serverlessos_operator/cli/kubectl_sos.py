@@ -1,7 +1,8 @@
 """`kubectl sos` (installed as kubectl-sos): processes as users think of them.
 
 kubectl sos get [-n NS | -A]        processes with node, usage and their node's pressure
-kubectl sos logs [-f] [--tail N] NAME   a process's output, streamed from its node's agent
+kubectl sos logs [-f] [--tail N] NAME   a process's output, through the API server (RBAC:
+                                    get serverlessprocesses/log, as kubectl logs)
 kubectl sos migrate NAME [--to NODE] [--mode MODE] [--wait]
                                     move a running process to another node (a ProcessMigration)
 
@@ -11,21 +12,21 @@ kubectl sos migrate NAME [--to NODE] [--mode MODE] [--wait]
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import sys
 import time
 from typing import Any, cast
 
-import grpc
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from serverlessos.agent.v1alpha1 import agent_pb2 as pb
-from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.table import table
 
 from ..api.meta import GROUP, VERSION
 from ..api.v1alpha1 import MigrationMode, MigrationPhase, ProcessPhase
 from ..infra.kube import MIGRATIONS, NODES, PROCESSES
+from ..logs.discovery import GROUP as LOG_GROUP
+from ..logs.discovery import VERSION as LOG_VERSION
 
 
 class PluginError(Exception):
@@ -98,33 +99,43 @@ def get(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
 
 
 def logs(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
+    """The process's output through the API server (the operator's log API, see
+    logs/ in the operator), authorized by RBAC on serverlessprocesses/log like
+    `kubectl logs`: no route to the agents is needed."""
     namespace = _namespace(args)
+    path = f"/apis/{LOG_GROUP}/{LOG_VERSION}/namespaces/{namespace}/{PROCESSES}/{args.name}/log"
+    query = [("follow", "true" if args.follow else "false"), ("tailLines", str(args.tail))]
     try:
-        item = _dict(
-            api.get_namespaced_custom_object(GROUP, VERSION, namespace, PROCESSES, args.name)
-        )
+        response = api.api_client.call_api(
+            path,
+            "GET",
+            query_params=query,
+            header_params={"Accept": "text/plain, application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=None if args.follow else 60,
+        )[0]
     except ApiException as exc:
-        if exc.status == 404:
-            raise PluginError(f"serverlessprocess {args.name!r} not found in {namespace}") from exc
-        raise
-    node = (item.get("status") or {}).get("node")
-    if not node:
-        raise PluginError(f"{args.name} is not placed on a node yet")
-    node_obj = _dict(api.get_cluster_custom_object(GROUP, VERSION, NODES, node))
-    endpoint = (node_obj.get("status") or {}).get("endpoint")
-    if not endpoint:
-        raise PluginError(f"node {node} has no agent endpoint")
-    with grpc.insecure_channel(endpoint) as channel:
-        stub = pb_grpc.AgentStub(channel)
-        request = pb.ReadLogsRequest(
-            ref=pb.ProcessRef(namespace=namespace, name=args.name),
-            tail_lines=args.tail,
-            follow=args.follow,
-        )
-        for chunk in stub.ReadLogs(request, timeout=None if args.follow else 30):
-            sys.stdout.buffer.write(chunk.data)
+        raise PluginError(_status_message(exc)) from None
+    try:
+        for chunk in response.stream(1 << 16, decode_content=True):
+            sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
+    finally:
+        response.release_conn()
     return 0
+
+
+def _status_message(exc: ApiException) -> str:
+    """The Status message the API server (or the log API) gave, as kubectl prints it."""
+    try:
+        body = json.loads(exc.body or b"{}")
+    except ValueError:
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    if exc.status == 503 and not message:
+        message = "the log API is not available (is the operator running?)"
+    return f"{message or exc.reason} ({exc.status})"
 
 
 def migrate(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
@@ -198,9 +209,6 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](api, args)
     except PluginError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except grpc.RpcError as exc:
-        print(f"error: {exc.details()} ({exc.code().name})", file=sys.stderr)
         return 1
     except ApiException as exc:
         print(f"error: {exc.reason} ({exc.status})", file=sys.stderr)

@@ -62,6 +62,8 @@ class Kube:
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
         self.certificates = client.CertificatesV1Api(self.api_client)
+        self.authorization = client.AuthorizationV1Api(self.api_client)
+        self.registration = client.ApiregistrationV1Api(self.api_client)
 
     async def patch_process_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge-patch status; False if the object is gone."""
@@ -156,6 +158,47 @@ class Kube:
             force=True,
             _content_type="application/apply-patch+yaml",
         )
+
+    async def review_access(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A SubjectAccessReview of `spec` (user, groups, extra, resourceAttributes, as
+        in the API): its status's allowed, reason and evaluationError."""
+        attributes = spec["resourceAttributes"]
+        body = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user=spec["user"],
+                groups=spec.get("groups") or None,
+                extra=spec.get("extra") or None,
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=attributes["namespace"],
+                    verb=attributes["verb"],
+                    group=attributes["group"],
+                    resource=attributes["resource"],
+                    subresource=attributes.get("subresource"),
+                    name=attributes.get("name"),
+                ),
+            )
+        )
+        result = await asyncio.to_thread(self.authorization.create_subject_access_review, body)
+        status = result.status
+        if status is None:
+            return {"allowed": False, "reason": "the review returned no status"}
+        return {
+            "allowed": bool(status.allowed),
+            "reason": status.reason or "",
+            "evaluationError": status.evaluation_error or "",
+        }
+
+    async def set_apiservice_ca(self, name: str, ca_pem: bytes) -> bool:
+        """The CA the API server checks an APIService's serving certificate with;
+        False if there is no APIService of that name."""
+        patch = {"spec": {"caBundle": base64.b64encode(ca_pem).decode()}}
+        try:
+            await asyncio.to_thread(self.registration.patch_api_service, name, patch)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def decide_certificate(
         self, name: str, approve: bool, reason: str, message: str, certificate: bytes
