@@ -105,37 +105,39 @@ def logs(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
     path = f"/apis/{LOG_GROUP}/{LOG_VERSION}/namespaces/{namespace}/{PROCESSES}/{args.name}/log"
     query = [("follow", "true" if args.follow else "false"), ("tailLines", str(args.tail))]
+    api_client = api.api_client
+    method, url, headers, _, _ = api_client.param_serialize(
+        "GET",
+        path,
+        query_params=query,
+        header_params={"Accept": "text/plain, application/json"},
+        auth_settings=["BearerToken"],
+    )
+    response = api_client.call_api(
+        method, url, header_params=headers, _request_timeout=None if args.follow else 60
+    )
+    raw = response.response  # unread: the body streams
     try:
-        response = api.api_client.call_api(
-            path,
-            "GET",
-            query_params=query,
-            header_params={"Accept": "text/plain, application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=None if args.follow else 60,
-        )[0]
-    except ApiException as exc:
-        raise PluginError(_status_message(exc)) from None
-    try:
-        for chunk in response.stream(1 << 16, decode_content=True):
+        if response.status >= 400:
+            raise PluginError(_status_message(response.status, response.reason, raw.read()))
+        for chunk in raw.stream(1 << 16, decode_content=True):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
     finally:
-        response.release_conn()
+        raw.release_conn()
     return 0
 
 
-def _status_message(exc: ApiException) -> str:
+def _status_message(code: int, reason: str | None, body: bytes) -> str:
     """The Status message the API server (or the log API) gave, as kubectl prints it."""
     try:
-        body = json.loads(exc.body or b"{}")
+        status = json.loads(body or b"{}")
     except ValueError:
-        body = {}
-    message = body.get("message") if isinstance(body, dict) else None
-    if exc.status == 503 and not message:
+        status = {}
+    message = status.get("message") if isinstance(status, dict) else None
+    if code == 503 and not message:
         message = "the log API is not available (is the operator running?)"
-    return f"{message or exc.reason} ({exc.status})"
+    return f"{message or reason or 'error'} ({code})"
 
 
 def migrate(api: client.CustomObjectsApi, args: argparse.Namespace) -> int:
