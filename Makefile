@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down test lint proto crds bench bench-migration bench-placement clean
+.PHONY: help venv up down test lint proto crds bench bench-tls bench-migration bench-placement clean
 
 help:
 	@echo "make up     - a real local cluster (control plane + kwok nodes + agents + operator)"
@@ -15,6 +15,7 @@ help:
 	@echo "make proto  - regenerate the gRPC stubs from node-agent/proto"
 	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make bench  - node agent benchmarks (hack/bench)"
+	@echo "make bench-tls - what mutual TLS costs: RPC floor, connection setup, checkpoint transfer (root, CRIU)"
 	@echo "make bench-migration - live migration benchmark on the local cluster (after make up)"
 	@echo "make bench-placement - placement and rebalancing at 5,000 nodes against baselines (simulated)"
 
@@ -52,6 +53,9 @@ crds: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) hack/bench/agent.py $(BENCH_ARGS)
+
+bench-tls: $(STAMP)
+	$(PY) hack/bench/tls.py $(BENCH_ARGS)
 
 bench-migration: $(STAMP)
 	KUBECONFIG=$(CURDIR)/.local/kubeconfig PATH=$(HOME)/.cache/serverlessos/bin:$(CURDIR)/.venv/bin:$$PATH \

@@ -107,6 +107,17 @@ start_agent() {
   echo $! > "$state/agent.pid"
 }
 
+# The kwok Node's address is the agent's (as a real node's kubelet reports the address
+# its DaemonSet pod listens on): the operator dials an agent only at one of its Node's
+# addresses. kwok keeps addresses it finds.
+node_address() {
+  local i=$1 kubeconfig=$2 node
+  node=$(node_name "$i")
+  kubectl --kubeconfig "$kubeconfig" patch node "$node" --subresource=status --type=merge \
+    -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$(node_ip "$i")\"},{\"type\":\"Hostname\",\"address\":\"$node\"}]}}" \
+    >/dev/null
+}
+
 wait_ready() {
   local i=$1 node state deadline
   node=$(node_name "$i")
@@ -138,6 +149,7 @@ up() {
   agent_kubeconfig "$kubeconfig" "$DIR/kubeconfig"
   for ((i = 0; i < nodes; i++)); do
     ensure_netns "$i"
+    node_address "$i" "$kubeconfig"
     start_agent "$i" "$DIR/kubeconfig"
   done
   for ((i = 0; i < nodes; i++)); do

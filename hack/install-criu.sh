@@ -28,6 +28,11 @@
 #                            cannot raise RLIMIT_NOFILE and restore fails)
 #   fs.pipe-max-size         raised to at least 64 MiB     (lazy dumps)
 #   fs.pipe-user-pages-soft  0                             (lazy dumps)
+#   vm.unprivileged_userfaultfd  1                         (lazy restores: a confined
+#                            process is restored in its own user namespace, where
+#                            CRIU's restorer opens userfaultfd without privilege;
+#                            tenants cannot use it: their seccomp profile refuses
+#                            userfaultfd(2))
 #
 # Prints only the wrapper's path on stdout; progress goes to stderr, each
 # step's output to $CACHE/logs/install-criu-<step>.log. A warm run checks the
@@ -203,6 +208,9 @@ else
     fi
     if (($(</proc/sys/fs/pipe-user-pages-soft) != 0)); then
         sysctl_set fs.pipe-user-pages-soft 0 || sysctls_ok=0
+    fi
+    if [[ -f /proc/sys/vm/unprivileged_userfaultfd ]] && (($(</proc/sys/vm/unprivileged_userfaultfd) != 1)); then
+        sysctl_set vm.unprivileged_userfaultfd 1 || sysctls_ok=0
     fi
 fi
 ((sysctls_ok)) || log "warning: some sysctls are not as criu needs them: restore or lazy dumps may fail"

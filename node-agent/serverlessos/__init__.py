@@ -9,5 +9,7 @@ import each other's code only through this package:
 - `quantity`: Kubernetes quantities ("500m", "256Mi"), as resource.Quantity has them;
 - `files`: crash-safe (atomic) file writes;
 - `metrics_server`: the Prometheus /metrics HTTP server both wings run;
-- `table`: the plain-text tables both CLIs print.
+- `table`: the plain-text tables both CLIs print;
+- `capabilities`: Linux capability names (the CRD's enum, the agent's confinement);
+- `auth`: identities, the cluster CA, migration tickets and TLS contexts.
 """

@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 
+from .errors import InvalidArgument
 from .observe.stats import NodeSample, Pressure
 from .records import (
     DEFAULT_NAMESPACE,
@@ -20,6 +21,8 @@ from .records import (
     Ref,
     Resources,
     RestartPolicy,
+    Seccomp,
+    Security,
     State,
     Termination,
 )
@@ -93,7 +96,40 @@ def spec_from_pb(spec: pb.ProcessSpec) -> ProcessSpec:
         working_dir=spec.working_dir,
         resources=resources_from_pb(spec.resources),
         restart_policy=_POLICY_FROM_PB.get(spec.restart_policy, RestartPolicy.ALWAYS),
+        security=security_from_pb(spec.security),
     )
+
+
+def security_from_pb(security: pb.SecurityContext) -> Security:
+    """The ids and capability names are checked later (runtime/validation.py)."""
+    profile = security.seccomp_profile or Seccomp.RUNTIME_DEFAULT.value
+    if profile not in Seccomp._value2member_map_:
+        raise InvalidArgument(
+            f"seccomp profile {profile!r} is not one of {', '.join(m.value for m in Seccomp)}"
+        )
+    return Security(
+        run_as_user=security.run_as_user,
+        run_as_group=security.run_as_group,
+        supplemental_groups=tuple(security.supplemental_groups),
+        fs_group=security.fs_group if security.HasField("fs_group") else None,
+        capabilities=tuple(security.capabilities_add),
+        allow_privilege_escalation=security.allow_privilege_escalation,
+        seccomp=Seccomp(profile),
+    )
+
+
+def security_to_pb(security: Security) -> pb.SecurityContext:
+    out = pb.SecurityContext(
+        run_as_user=security.run_as_user,
+        run_as_group=security.run_as_group,
+        supplemental_groups=list(security.supplemental_groups),
+        capabilities_add=list(security.capabilities),
+        allow_privilege_escalation=security.allow_privilege_escalation,
+        seccomp_profile=str(security.seccomp),
+    )
+    if security.fs_group is not None:
+        out.fs_group = security.fs_group
+    return out
 
 
 def spec_to_pb(spec: ProcessSpec) -> pb.ProcessSpec:
@@ -105,6 +141,7 @@ def spec_to_pb(spec: ProcessSpec) -> pb.ProcessSpec:
         working_dir=spec.working_dir,
         resources=resources_to_pb(spec.resources),
         restart_policy=_POLICY_TO_PB[spec.restart_policy],
+        security=security_to_pb(spec.security),
     )
 
 

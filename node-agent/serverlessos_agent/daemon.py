@@ -30,8 +30,9 @@ from .observe.node_status import NodeFacts, node_status
 from .observe.stats import NodeFigures, StatsSampler
 from .rpc.server import AgentServer
 from .rpc.servicer import AgentServicer
-from .runtime import criu
+from .runtime import criu, sandbox
 from .runtime.criu import CriuInfo
+from .runtime.launcher import SandboxConfig
 from .runtime.lifecycle import LifecycleConfig
 from .runtime.privileges import missing_privileges
 from .runtime.restart_policy import Backoff
@@ -61,6 +62,7 @@ class AgentConfig:
     log_keep: int = 1
     criu: str = "criu"
     max_checkpoint_bytes: int = 64 << 30  # what one received checkpoint may hold
+    process_ro_paths: tuple[str, ...] = ()  # node paths every process sees (sandbox.py)
     # Mutual TLS from these files (auth/credentials.py), or plaintext when insecure.
     tls_dir: Path | None = None
     insecure: bool = False
@@ -87,9 +89,11 @@ def split_host_port(value: str) -> tuple[str, int]:
 
 
 def _lock_state_dir(state_dir: Path) -> int:
-    # Records and events hold the processes' environments: private to the agent.
+    # Records and events hold the processes' environments: private to the agent (its
+    # files are 0600). Traversable (0711), not listable: a process's user namespace
+    # resolves the path of its own tree in it (runtime/sandbox.py).
     state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o700)
+    state_dir.chmod(0o711)
     fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,6 +128,16 @@ async def _criu(config: AgentConfig) -> CriuInfo | None:
             ", ".join(criu_info.features) if criu_info.usable else criu_info.problem,
         )
     return criu_info
+
+
+def _sandbox(config: AgentConfig) -> SandboxConfig:
+    """What processes see of this node; a bad --process-ro-path stops the agent."""
+    for path in config.process_ro_paths:
+        if problem := sandbox.check_ro_path(path):
+            raise SystemExit(f"--process-ro-path: {problem}")
+        if Path(path) == config.state_dir or config.state_dir.is_relative_to(path):
+            raise SystemExit(f"--process-ro-path: {path!r} holds the agent's state")
+    return SandboxConfig(config.process_ro_paths, sandbox.cgroup2_mount())
 
 
 def _tls(config: AgentConfig) -> TlsFiles | None:
@@ -192,6 +206,7 @@ async def run(config: AgentConfig) -> None:
         spawner=spawner,
         capacity=figures.capacity,
         privilege_problems=problems,
+        sandbox=_sandbox(config),
     )
     table = supervisor.table
     await supervisor.adoption.recover()
@@ -220,6 +235,7 @@ async def run(config: AgentConfig) -> None:
         page_server_host=advertised,
         table=table,
         permits=permits,
+        layouts=supervisor.launcher.layout,
     )
     target = CheckpointTarget(
         config.node_name,

@@ -67,6 +67,38 @@ class Lease:
     fallback: Resources = Resources()
 
 
+class Seccomp(enum.StrEnum):
+    RUNTIME_DEFAULT = "RuntimeDefault"
+    UNCONFINED = "Unconfined"
+
+
+@dataclass(frozen=True)
+class Security:
+    """How the process is confined (spec.securityContext); the defaults confine it."""
+
+    run_as_user: int = 0
+    run_as_group: int = 0
+    supplemental_groups: tuple[int, ...] = ()
+    fs_group: int | None = None
+    capabilities: tuple[str, ...] = ()  # kept; all others dropped
+    allow_privilege_escalation: bool = False
+    seccomp: Seccomp = Seccomp.RUNTIME_DEFAULT
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Security:
+        if not data:
+            return cls()  # records written before confinement existed
+        return cls(
+            run_as_user=int(data["run_as_user"]),
+            run_as_group=int(data["run_as_group"]),
+            supplemental_groups=tuple(data["supplemental_groups"]),
+            fs_group=data["fs_group"],
+            capabilities=tuple(data["capabilities"]),
+            allow_privilege_escalation=bool(data["allow_privilege_escalation"]),
+            seccomp=Seccomp(data["seccomp"]),
+        )
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
     name: str
@@ -77,6 +109,7 @@ class ProcessSpec:
     working_dir: str = ""
     resources: Resources = Resources()
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    security: Security = Security()
 
     @property
     def ref(self) -> Ref:
@@ -166,6 +199,7 @@ class ProcessRecord:
             working_dir=spec_data["working_dir"],
             resources=Resources(**spec_data["resources"]),
             restart_policy=RestartPolicy(spec_data["restart_policy"]),
+            security=Security.from_json(spec_data.get("security")),
         )
         termination = data.get("last_termination")
         run = data.get("run")

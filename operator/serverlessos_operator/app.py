@@ -15,7 +15,6 @@ import grpc
 from pydantic import ValidationError
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.auth.pki import CA
-from serverlessos.auth.tickets import Ticket
 
 from .api.meta import describe, object_ref
 from .api.v1alpha1 import ClusterCgroup, MigrationPhase, ProcessMigration, ServerlessNode
@@ -23,6 +22,7 @@ from .auth.ca_store import ensure_ca
 from .auth.credentials import OperatorCredentials
 from .auth.signer import Request as CertificateRequest
 from .auth.signer import decide
+from .auth.tickets import MigrationTickets
 from .budgets.book import BudgetBook
 from .budgets.controller import ClusterCgroupController
 from .config import OperatorConfig
@@ -95,13 +95,19 @@ class Operator:
         # Mutual TLS to the agents: the CA and the operator's identity come at start().
         self.ca: CA | None = None
         self.credentials: OperatorCredentials | None = None
+        self.tickets = MigrationTickets()  # signed with the CA, once start() has it
         # Agents report through the composition root, which hands them on (below).
         self.agents = AgentPool(
             self._agent_event,
             self._agent_sync,
             credentials=self._channel_credentials if cfg.tls else None,
         )
-        self.nodes = NodeBook(ledger, self.agents)
+        self.nodes = NodeBook(
+            ledger,
+            self.agents,
+            check_addresses=cfg.check_node_addresses,
+            on_refused=self._endpoint_refused,
+        )
         self.processes = ProcessBook(kube, ledger)
         self.budgets = BudgetBook(self.processes, cfg.quota.lease)
         self.intake = ProcessIntake(self.processes, self.refusals)
@@ -135,7 +141,7 @@ class Operator:
             self.placer,
             self.agents,
             MigrationStatus(kube, self.processes, self.events, self._migration_finished),
-            tickets=self._ticket,
+            tickets=self.tickets,
         )
         self.rebalance = RebalanceController(
             self.processes,
@@ -162,6 +168,7 @@ class Operator:
             if self.config.tls:
                 raise
             log.warning("no cluster CA (%s): agents' certificate requests wait", exc)
+        self.tickets.ca = self.ca
         if self.config.tls:
             assert self.ca is not None
             self.credentials = OperatorCredentials(self.ca)
@@ -298,28 +305,10 @@ class Operator:
             decision.message,
         )
 
-    def _ticket(
-        self,
-        *,
-        migration_id: str,
-        namespace: str,
-        name: str,
-        process_uid: str,
-        source: str,
-        target: str,
-    ) -> bytes:
-        """A migration's ticket, signed with the cluster CA's key (empty without a CA:
-        agents without TLS do not ask for one)."""
-        if self.ca is None:
-            return b""
-        return Ticket.issue(
-            self.ca.key,
-            migration_id=migration_id,
-            namespace=namespace,
-            name=name,
-            process_uid=process_uid,
-            source=source,
-            target=target,
+    def _endpoint_refused(self, node: str, why: str) -> None:
+        log.warning("node %s: %s", node, why)
+        self.events.post(
+            object_ref("ServerlessNode", "", node, ""), "Warning", "EndpointRefused", why
         )
 
     def _channel_credentials(self) -> grpc.ChannelCredentials:

@@ -76,6 +76,8 @@ class OperatorConfig:
     metrics_port: int = 8081  # 0 = off
     # The log API (logs/) behind the API server: its port (0 = off) and the Service
     # that routes to it, whose name its serving certificate carries.
+    # Dial an agent only at one of its core Node's addresses (nodes/book.py).
+    check_node_addresses: bool = True
     log_api_port: int = 8443
     log_api_service: str = "serverlessos-operator"
     placement: PlacementConfig = field(default_factory=PlacementConfig)
@@ -114,6 +116,8 @@ class OperatorConfig:
             usage_interval=float(env.get("SERVERLESSOS_USAGE_INTERVAL", cls.usage_interval)),
             retry_interval=float(env.get("SERVERLESSOS_RETRY_INTERVAL", cls.retry_interval)),
             metrics_port=int(env.get("SERVERLESSOS_METRICS_PORT", cls.metrics_port)),
+            check_node_addresses=env.get("SERVERLESSOS_CHECK_NODE_ADDRESSES", "true").lower()
+            == "true",
             log_api_port=int(env.get("SERVERLESSOS_LOG_API_PORT", cls.log_api_port)),
             log_api_service=env.get("SERVERLESSOS_LOG_API_SERVICE", cls.log_api_service),
             placement=PlacementConfig(**_section(env, "SERVERLESSOS_PLACEMENT", PLACEMENT)),

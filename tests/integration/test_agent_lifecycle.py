@@ -70,15 +70,19 @@ def test_missing_working_dir_is_a_start_error(agent: AgentProcess) -> None:
     assert "chdir" in p.last_termination.message and "/no/such/dir" in p.last_termination.message
 
 
-def test_env_and_working_dir_reach_the_process(agent: AgentProcess, tmp_path) -> None:
+def test_env_and_working_dir_reach_the_process(agent: AgentProcess) -> None:
+    """The working directory is a path in the process's own tree (/tmp is its own)."""
     agent.run(
         "env",
         ["sh", "-c", 'echo "$GREETING from $(pwd)"'],
         env={"GREETING": "hello"},
-        workdir=str(tmp_path),
+        workdir="/tmp",
     )
     agent.wait_for("env", lambda p: p.state == pb.PROCESS_STATE_SUCCEEDED)
-    assert agent.logs("env") == f"hello from {tmp_path}\n".encode()
+    assert agent.logs("env") == b"hello from /tmp\n"
+    agent.run("default", ["sh", "-c", "pwd"])
+    agent.wait_for("default", lambda p: p.state == pb.PROCESS_STATE_SUCCEEDED)
+    assert agent.logs("default") == b"/work\n"  # its private directory
 
 
 def test_stop_sends_sigterm_then_removes_everything(agent: AgentProcess) -> None:

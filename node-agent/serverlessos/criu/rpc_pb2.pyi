@@ -164,6 +164,7 @@ class Options(_message.Message):
     LOG_FILE_FIELD_NUMBER: _builtins.int
     PS_FIELD_NUMBER: _builtins.int
     NOTIFY_SCRIPTS_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
     PARENT_IMG_FIELD_NUMBER: _builtins.int
     TRACK_MEM_FIELD_NUMBER: _builtins.int
     WORK_DIR_FD_FIELD_NUMBER: _builtins.int
@@ -191,6 +192,8 @@ class Options(_message.Message):
     log_file: _builtins.str
     """relative to the images (work) dir"""
     notify_scripts: _builtins.bool
+    root: _builtins.str
+    """restore: the root of the restored mount namespace"""
     parent_img: _builtins.str
     track_mem: _builtins.bool
     work_dir_fd: _builtins.int
@@ -228,6 +231,7 @@ class Options(_message.Message):
         log_file: _builtins.str | None = ...,
         ps: Global___PageServerInfo | None = ...,
         notify_scripts: _builtins.bool | None = ...,
+        root: _builtins.str | None = ...,
         parent_img: _builtins.str | None = ...,
         track_mem: _builtins.bool | None = ...,
         work_dir_fd: _builtins.int | None = ...,
@@ -245,9 +249,9 @@ class Options(_message.Message):
         network_lock: Global___NetworkLock.ValueType | None = ...,
         leave_stopped: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config_file", b"config_file", "file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_file", b"config_file", "file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "root", b"root", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_file", b"config_file", "external", b"external", "file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "inherit_fd", b"inherit_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_file", b"config_file", "external", b"external", "file_locks", b"file_locks", "images_dir_fd", b"images_dir_fd", "inherit_fd", b"inherit_fd", "lazy_pages", b"lazy_pages", "leave_running", b"leave_running", "leave_stopped", b"leave_stopped", "log_file", b"log_file", "log_level", b"log_level", "manage_cgroups", b"manage_cgroups", "manage_cgroups_mode", b"manage_cgroups_mode", "network_lock", b"network_lock", "notify_scripts", b"notify_scripts", "parent_img", b"parent_img", "pid", b"pid", "ps", b"ps", "root", b"root", "rst_sibling", b"rst_sibling", "shell_job", b"shell_job", "status_fd", b"status_fd", "tcp_close", b"tcp_close", "tcp_established", b"tcp_established", "tcp_skip_in_flight", b"tcp_skip_in_flight", "timeout", b"timeout", "track_mem", b"track_mem", "work_dir_fd", b"work_dir_fd"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

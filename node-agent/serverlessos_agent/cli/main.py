@@ -80,6 +80,14 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=64 << 30,
         help="the most a checkpoint received from another agent may hold (default 64Gi)",
     )
+    p.add_argument(
+        "--process-ro-path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a node directory every process sees, read-only, at the same path (repeat; "
+        "/usr and /etc always are): where the node keeps runtimes its processes run",
+    )
     k8s = p.add_argument_group("Kubernetes registration (writes this node's ServerlessNode)")
     k8s.add_argument("--kubeconfig", help="register through this kubeconfig")
     k8s.add_argument("--in-cluster", action="store_true", help="register with the pod's account")
@@ -137,6 +145,7 @@ def serve(args: argparse.Namespace) -> int:
         log_keep=args.log_max_files,
         criu=args.criu,
         max_checkpoint_bytes=args.max_checkpoint_size,
+        process_ro_paths=tuple(args.process_ro_path),
         kubeconfig=args.kubeconfig,
         tls_dir=args.tls_dir.resolve() if args.tls_dir else None,
         insecure=args.insecure,

@@ -28,6 +28,7 @@ class MigrationDirs:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # checkpoints: processes' memory and files
         self._locks: dict[str, asyncio.Lock] = {}
 
     def lock(self, migration_id: str) -> asyncio.Lock:

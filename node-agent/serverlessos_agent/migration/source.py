@@ -22,6 +22,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.auth import identity
 from serverlessos.criu import rpc_pb2 as rpc
+from serverlessos.files import atomic_write_json
 
 from .. import convert
 from ..errors import FailedPrecondition, InvalidArgument
@@ -29,6 +30,7 @@ from ..records import ProcessRecord, Ref
 from ..runtime.criu import LAZY_READY_TIMEOUT, CriuError, CriuInfo, Swrk, checked, usable_binary
 from ..runtime.freezing import Freezer
 from ..runtime.process_table import ProcessTable
+from ..runtime.sandbox import Layout, stdio_keys
 from .directory import MigrationDirs
 from .page_tunnel import Tunnel
 from .permits import Permits
@@ -92,8 +94,10 @@ class CheckpointSource:
         page_server_host: str,
         table: ProcessTable,
         permits: Permits,
+        layouts: Callable[[ProcessRecord], Layout],
     ) -> None:
         self._node_name = node_name
+        self._layouts = layouts  # each process's sandbox: its mounts are CRIU externals
         self._table = table
         self._permits = permits
         self._freezer = freezer
@@ -191,7 +195,7 @@ class CheckpointSource:
         out.swrk = Swrk(binary)
         loop = asyncio.get_running_loop()
         out.dump = loop.run_in_executor(
-            None, _dump_call, out.swrk, record, images, None, None, frozen
+            None, _dump_call, out.swrk, record, self._layouts(record), images, None, None, frozen
         )
         try:
             await out.dump
@@ -235,7 +239,15 @@ class CheckpointSource:
             out.tunnel.release_criu_end()
         loop = asyncio.get_running_loop()
         out.dump = loop.run_in_executor(
-            None, _dump_call, out.swrk, record, images, config, ready_w, frozen
+            None,
+            _dump_call,
+            out.swrk,
+            record,
+            self._layouts(record),
+            images,
+            config,
+            ready_w,
+            frozen,
         )
         ready: asyncio.Future[bytes] = loop.run_in_executor(None, os.read, ready_r, 1)
         try:
@@ -350,14 +362,19 @@ class CheckpointSource:
 def _dump_call(  # noqa: PLR0917 (run_in_executor passes positionals)
     swrk: Swrk,
     record: ProcessRecord,
+    layout: Layout,
     images: Path,
     lazy_config: Path | None,
     status_fd: int | None,
     frozen: list[float],
 ) -> None:
     """CRIU's dump, in a worker thread: it blocks until CRIU answers (post-copy: until
-    the target has pulled all memory from the page server)."""
+    the target has pulled all memory from the page server). The sandbox's binds are
+    external mounts; its stdio, outside its tree, external files, whose keys go to the
+    target in stdio.json (it binds its own /dev/null and log to them)."""
     assert record.run is not None
+    stdio = stdio_keys(record.run.pid)
+    atomic_write_json(images / "stdio.json", {str(fd): key for fd, key in stdio.items()})
     images_fd = os.open(images, os.O_RDONLY | os.O_DIRECTORY)
     try:
         options = rpc.Options(
@@ -372,6 +389,7 @@ def _dump_call(  # noqa: PLR0917 (run_in_executor passes positionals)
             network_lock=rpc.SKIP,
             file_locks=True,
             notify_scripts=True,
+            external=[*layout.dump_externals(), *sorted(set(stdio.values()))],
         )
         if lazy_config is not None:
             options.lazy_pages = True

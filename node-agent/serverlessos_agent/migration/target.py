@@ -11,6 +11,7 @@ bind-mounts each node's directory at one path in a mount namespace per node).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -26,8 +27,10 @@ from .. import convert
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..records import ProcessRecord, Ref
 from ..runtime.criu import LAZY_READY_TIMEOUT, CriuInfo, log_tail, usable_binary
+from ..runtime.launcher import own_tree
 from ..runtime.lifecycle import Lifecycle
 from ..runtime.process_table import ProcessTable
+from ..runtime.sandbox import SandboxError, checked_stdio_keys
 from ..runtime.validation import check_label
 from ..storage.record_store import RecordStore
 from .directory import MigrationDirs
@@ -135,6 +138,8 @@ class CheckpointTarget:
                 if (directory / sub).exists():
                     shutil.rmtree(process_dir / sub, ignore_errors=True)
                     os.replace(directory / sub, process_dir / sub)
+            own_tree(str(process_dir / "work"), spec.security)  # received files are root's
+            stdio = _stdio_keys(directory / "images")
             lazy = header.mode == pb.MIGRATION_MODE_POST_COPY
             if lazy:
                 await self._start_lazy_pages(migration_id, binary, directory / "images", header)
@@ -144,7 +149,12 @@ class CheckpointTarget:
                     uid=header.process.uid,
                     restarts=header.process.restarts,
                     migration_id=migration_id,
-                    restore={"criu": binary, "images": str(directory / "images"), "lazy": lazy},
+                    restore={
+                        "criu": binary,
+                        "images": str(directory / "images"),
+                        "lazy": lazy,
+                        "stdio": {str(fd): key for fd, key in stdio.items()},
+                    },
                     lease=(
                         convert.lease_from_pb(header.process.lease)
                         if header.process.HasField("lease")
@@ -271,3 +281,14 @@ def _checked_ref(header: pb.CheckpointHeader) -> Ref:
     check_label("name", ref.name)
     check_label("namespace", ref.namespace)
     return ref
+
+
+def _stdio_keys(images: Path) -> dict[int, str]:
+    """The source's names of the process's stdio files (stdio.json), checked: they only
+    say which of this node's files (/dev/null, the log) CRIU hands to which fd."""
+    try:
+        return checked_stdio_keys(json.loads((images / "stdio.json").read_bytes()))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, SandboxError) as exc:
+        raise InvalidArgument(f"the checkpoint's stdio.json is unusable: {exc}") from None

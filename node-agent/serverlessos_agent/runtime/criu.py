@@ -10,6 +10,7 @@ userfaultfd, pre-copy needs soft-dirty tracking), and CRIU's RPC interface
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from pathlib import Path
 from serverlessos.criu import rpc_pb2 as rpc
 
 from ..errors import FailedPrecondition
+
+log = logging.getLogger(__name__)
 
 # criu check --feature NAME: what each tells us.
 FEATURES = {
@@ -61,6 +64,14 @@ def parse_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def unprivileged_userfaultfd(path: str = "/proc/sys/vm/unprivileged_userfaultfd") -> bool:
+    try:
+        with open(path) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
 def detect(binary: str = "criu") -> CriuInfo | None:
     """None when there is no criu at all; otherwise what it can do here."""
     path = shutil.which(binary)
@@ -87,6 +98,14 @@ def detect(binary: str = "criu") -> CriuInfo | None:
         for feature, name in FEATURES.items()
         if _run([path, "check", "--feature", feature]).returncode == 0
     ]
+    if "lazy-pages" in features and not unprivileged_userfaultfd():
+        # Confined processes are restored in their own user namespace, where CRIU's
+        # restorer opens userfaultfd unprivileged: without this, post-copy fails.
+        log.warning(
+            "vm.unprivileged_userfaultfd is not 1: post-copy (lazy pages) is off on this "
+            "node (hack/install-criu.sh sets it)"
+        )
+        features.remove("lazy-pages")
     problem = ""
     if not usable:
         lines = (check.stderr or check.stdout).strip().splitlines()
@@ -125,8 +144,15 @@ class Swrk:
     /proc/<our pid>/fd/N; a page-server socket it must hold itself (`inherit`).
     """
 
-    def __init__(self, binary: str, inherit: tuple[int, ...] = ()) -> None:
-        """`inherit`: fds CRIU gets as its own, same numbers (a page-server socket)."""
+    def __init__(
+        self,
+        binary: str,
+        inherit: tuple[int, ...] = (),
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
+        """`inherit`: fds CRIU gets as its own, same numbers (a page-server socket, a
+        restored process's stdio); `preexec`: run in CRIU's process before it starts
+        (a restore's private mounts). Only from a single-threaded caller with preexec."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
         self.proc = subprocess.Popen(
@@ -135,6 +161,7 @@ class Swrk:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=preexec,  # noqa: PLW1509 (callers with preexec: the single-threaded shim)
         )
         theirs.close()
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from serverlessos.files import read_json
@@ -19,20 +21,81 @@ from serverlessos.quantity import format_bytes
 
 from ..cgroup import CgroupDriver
 from ..errors import FailedPrecondition
-from ..records import ProcessRecord, Reason, Ref, Run, Termination
+from ..records import ProcessRecord, Reason, Ref, Run, Seccomp, Security, Termination
 from ..storage.record_store import RecordStore
+from .confinement import Confinement
 from .process_table import Live
 from .procfs import open_pidfd
+from .sandbox import Layout, host_id
 from .spawner import Spawner, SpawnRequest
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TMP_MAX_BYTES = 256 << 20  # a process's private /tmp, at most its memory limit
+
+
+def confinement_of(security: Security) -> Confinement:
+    groups = [*security.supplemental_groups]
+    if security.fs_group is not None and security.fs_group not in groups:
+        groups.append(security.fs_group)
+    return Confinement(
+        uid=security.run_as_user,
+        gid=security.run_as_group,
+        groups=tuple(groups),
+        capabilities=security.capabilities,
+        no_new_privs=not security.allow_privilege_escalation,
+        seccomp=security.seccomp is Seccomp.RUNTIME_DEFAULT,
+    )
+
+
+def own_workdir(path: str, security: Security) -> None:
+    """The private working directory belongs to the process's identity: its uid, and
+    fsGroup (setgid, group-writable) if it has one. Others get nothing."""
+    group = security.fs_group if security.fs_group is not None else security.run_as_group
+    os.chown(path, host_id(security.run_as_user), host_id(group))
+    os.chmod(path, 0o2770 if security.fs_group is not None else 0o700)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """What every process's tree holds of this node (sandbox.py)."""
+
+    ro_paths: tuple[str, ...] = ()
+    cgroup2: str = ""  # the host's cgroup2 mount, read-only at /sys/fs/cgroup
+
+
+def own_tree(path: str, security: Security) -> None:
+    """A working directory received from another node: all of it the process's."""
+    group = security.fs_group if security.fs_group is not None else security.run_as_group
+    uid, gid = host_id(security.run_as_user), host_id(group)
+    for top, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(top, name), uid, gid)
+    own_workdir(path, security)
 
 
 class Launcher:
-    def __init__(self, driver: CgroupDriver, spawner: Spawner, store: RecordStore) -> None:
+    def __init__(
+        self,
+        driver: CgroupDriver,
+        spawner: Spawner,
+        store: RecordStore,
+        sandbox: SandboxConfig | None = None,
+    ) -> None:
         self._driver = driver
         self._spawner = spawner
         self._store = store
+        self._sandbox = sandbox or SandboxConfig()
+
+    def layout(self, record: ProcessRecord) -> Layout:
+        """The record's tree on this node: its mountpoints under its directory."""
+        memory = record.spec.resources.memory_bytes
+        return Layout.for_host(
+            root=str(self._store.dir(record.ref) / "root"),
+            workdir=record.workdir,
+            ro_paths=self._sandbox.ro_paths,
+            cgroup2=self._sandbox.cgroup2,
+            tmp_bytes=min(memory, TMP_MAX_BYTES) if memory else TMP_MAX_BYTES,
+        )
 
     def prepare_cgroup(self, record: ProcessRecord) -> None:
         # Idempotent, and done before every run: after a host reboot the records
@@ -47,6 +110,8 @@ class Launcher:
         failed (a failed exec is not an exception). A failed restore raises: nothing ran."""
         spec = record.spec
         self.prepare_cgroup(record)
+        if not spec.working_dir:
+            own_workdir(record.workdir, spec.security)
         run_dir = self._store.run_dir(spec.ref)
         for stale in ("shim.json", "exit.json"):
             with contextlib.suppress(FileNotFoundError):
@@ -58,13 +123,15 @@ class Launcher:
         request = SpawnRequest(
             argv=list(spec.argv),
             env={"PATH": DEFAULT_PATH, **spec.env},
-            cwd=spec.working_dir or record.workdir,
+            cwd=spec.working_dir or "/work",
             log=record.log_path,
             run_dir=str(run_dir),
             procs=[str(p) for p in self._driver.procs_files(record.cgroup)],
             shim_procs=[str(p) for p in self._driver.procs_files(self._driver.shim_group)],
             attempt=record.attempt,
             restore=restore,
+            confinement=confinement_of(spec.security).to_wire(),
+            sandbox=self.layout(record).to_wire(),
         )
         live.exited.clear()
         result = await self._spawner.spawn(request)

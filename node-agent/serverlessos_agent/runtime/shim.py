@@ -26,37 +26,24 @@ Only the standard library is imported here, to keep the fork server small
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from . import entry, sandbox
+from .confinement import Confinement
 from .procfs import start_time
-
-CLONE_NEWPID = 0x20000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class SetupError(Exception):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
         self.stage = stage
-
-
-def _unshare_pid_namespace() -> None:
-    if _libc.unshare(CLONE_NEWPID) != 0:
-        err = ctypes.get_errno()
-        raise SetupError(
-            "namespace",
-            f"cannot create a PID namespace: {os.strerror(err)}; it needs CAP_SYS_ADMIN "
-            "(run the agent as root)",
-        )
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -85,37 +72,19 @@ def _join(procs_files: list[str]) -> None:
             f.write("0")
 
 
-def _start(request: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """Start the process as PID 1 of a new PID namespace, born inside its cgroups.
-
-    The shim joins the process's cgroups, so the child is in them from its first
-    instruction (never unlimited), then leaves for `_shims`. Popen uses vfork and
-    exec, and reports exec and chdir errors as OSError.
-    """
+def _start(request: dict[str, Any]) -> tuple[int, float]:
+    """Start the process in its sandbox (entry.py) as PID 1 of its namespaces, born
+    inside its cgroups: the shim joins them first, so nothing of it ever runs
+    unlimited, then leaves for `_shims`. (pid, when it started)"""
     try:
         _join(request["procs"])
     except OSError as exc:
         raise SetupError("cgroup", f"cannot enter the process's cgroup: {exc}") from exc
-    _unshare_pid_namespace()
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    argv = request["argv"]
     try:
-        return subprocess.Popen(
-            argv,
-            env=request["env"],
-            cwd=request["cwd"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        if exc.filename == request["cwd"] and exc.filename != argv[0]:
-            raise SetupError("exec", f"chdir {request['cwd']!r}: {exc.strerror}") from exc
-        raise SetupError("exec", f"exec {argv[0]!r}: {exc.strerror}") from exc
+        return entry.start(request)
+    except entry.EntryError as exc:
+        raise SetupError(exc.stage, str(exc)) from None
     finally:
-        os.close(log)
         with contextlib.suppress(OSError):
             _join(request["shim_procs"])  # best effort: a shim elsewhere still works
 
@@ -126,17 +95,26 @@ def _restore(request: dict[str, Any]) -> tuple[int, float]:
     CRIU runs as our child (`criu swrk`) and, with rst_sibling, makes the restored
     process its sibling: our child, so we wait for it like any other run. Its
     cgroups from the source node are ignored; it inherits ours (joined first), so
-    it is limited from its first instruction here too. (pid, when it resumed)
+    it is limited from its first instruction here too. CRIU recreates its user,
+    mount and PID namespaces; the tree's binds are this node's paths (sandbox.py),
+    its stdio this node's /dev/null and log. (pid, when it resumed)
     """
     from serverlessos.criu import rpc_pb2 as rpc  # noqa: PLC0415 (see serve)
 
     from .criu import CriuError, Swrk, checked  # noqa: PLC0415
 
     restore = request["restore"]
+    layout = sandbox.Layout.from_wire(request["sandbox"])
+    confinement = Confinement.from_wire(request["confinement"])
     try:
         _join(request["procs"])
     except OSError as exc:
         raise SetupError("cgroup", f"cannot enter the process's cgroup: {exc}") from exc
+    try:
+        sandbox.prepare_skeleton(layout)
+        null, log = entry.open_stdio(request["log"], confinement)
+    except OSError as exc:
+        raise SetupError("restore", f"cannot prepare the process's tree: {exc}") from None
     images = os.open(restore["images"], os.O_RDONLY | os.O_DIRECTORY)
     resumed = 0.0
 
@@ -145,7 +123,17 @@ def _restore(request: dict[str, Any]) -> tuple[int, float]:
         if script == "post-resume":
             resumed = time.time()
 
-    swrk = Swrk(restore["criu"])
+    # One fd per file key (CRIU closes each inherited fd once it holds it): this node's
+    # /dev/null for the source's stdin, its log for the source's stdout and stderr.
+    inherited: dict[str, int] = {}
+    for fd, key in sorted(restore.get("stdio", {}).items()):
+        if key not in inherited:
+            inherited[key] = os.dup(null if int(fd) == 0 else log)
+    swrk = Swrk(
+        restore["criu"],
+        inherit=tuple(inherited.values()),
+        preexec=lambda: sandbox.stage_for_restore(layout),
+    )
     try:
         options = rpc.Options(
             images_dir_fd=images,
@@ -157,6 +145,9 @@ def _restore(request: dict[str, Any]) -> tuple[int, float]:
             notify_scripts=True,
             tcp_close=True,
             lazy_pages=bool(restore.get("lazy")),
+            root=sandbox.STAGED_ROOT,
+            external=layout.restore_externals(),
+            inherit_fd=[rpc.InheritFd(key=key, fd=fd) for key, fd in inherited.items()],
         )
         response = checked(
             swrk.call(rpc.Request(type=rpc.RESTORE, opts=options), on_notify),
@@ -168,6 +159,8 @@ def _restore(request: dict[str, Any]) -> tuple[int, float]:
     finally:
         swrk.close()
         os.close(images)
+        for fd in (null, log, *inherited.values()):
+            os.close(fd)
         with contextlib.suppress(OSError):
             _join(request["shim_procs"])
     return response.restore.pid, resumed or time.time()
@@ -200,8 +193,7 @@ def run_shim(request: dict[str, Any], report: socket.socket) -> NoReturn:
         if request.get("restore"):
             pid, started_at = _restore(request)
         else:
-            child = _start(request)
-            pid, started_at = child.pid, time.time()
+            pid, started_at = _start(request)
         me = os.getpid()
         info = {
             "id": request["id"],

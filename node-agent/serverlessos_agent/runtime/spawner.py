@@ -36,6 +36,10 @@ class SpawnRequest:
     # Restore from a CRIU checkpoint instead of exec (live migration):
     # {"criu": binary, "images": dir, "lazy": post-copy}. argv/env/cwd are then unused.
     restore: dict[str, Any] | None = None
+    # How the process is confined (confinement.Confinement.to_wire()); None: not at all.
+    confinement: dict[str, Any] | None = None
+    # Its tree (sandbox.Layout.to_wire()).
+    sandbox: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ Composition only; every rule lives in the part that is named for it:
 - `lifecycle` (lifecycle.py): start, exits and restarts, stop;
 - `resources` and `leases` (limits.py): UpdateResources and lease expiry;
 - `adoption` (adoption.py): what a previous agent left;
-- `freezer` (freezing.py): freeze and resume for a migration.
+- `freezer` (freezing.py): freeze and resume for a migration;
+- `launcher` (launcher.py): runs, and each process's sandbox layout.
 
 The servicer, the migration parts and the daemon are given the parts they use,
 not the supervisor.
@@ -21,7 +22,7 @@ from ..storage.event_journal import EventJournal
 from ..storage.record_store import RecordStore
 from .adoption import Adoption
 from .freezing import Freezer
-from .launcher import Launcher
+from .launcher import Launcher, SandboxConfig
 from .lifecycle import Lifecycle, LifecycleConfig
 from .limits import Leases, Limits, ResourceUpdates
 from .process_table import ProcessTable
@@ -40,9 +41,10 @@ class Supervisor:
         spawner: Spawner,
         capacity: Callable[[], NodeCapacity],
         privilege_problems: list[str] | None = None,
+        sandbox: SandboxConfig | None = None,
     ) -> None:
         self.table = ProcessTable(store, journal)
-        launcher = Launcher(driver, spawner, store)
+        self.launcher = launcher = Launcher(driver, spawner, store, sandbox)
         limits = Limits(driver)
         self.leases = Leases(self.table, limits)
         self.resources = ResourceUpdates(self.table, limits, self.leases, capacity)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from serverlessos.capabilities import number as capability_number
 from serverlessos.quantity import format_bytes, format_cpu
 
 from ..errors import InvalidArgument
-from ..records import Lease, ProcessSpec, Resources
+from ..records import Lease, ProcessSpec, Resources, Seccomp, Security
+from . import seccomp
+from .sandbox import ID_RANGE
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -28,6 +31,9 @@ MIN_MEMORY_BYTES = 4 * 2**20
 # carrying them stays small too.
 MAX_ARG_STRLEN = 128 * 1024
 MAX_EXEC_BYTES = 256 * 1024
+# runAsUser, runAsGroup and groups: ids inside the process's user namespace.
+MAX_ID = ID_RANGE - 1
+MAX_GROUPS = 64
 # Leases are renewed every few seconds; an hour is already far beyond any useful one.
 MAX_LEASE_SECONDS = 3600.0
 
@@ -119,3 +125,38 @@ def check_spec(spec: ProcessSpec, capacity: NodeCapacity) -> None:
     if spec.working_dir and not spec.working_dir.startswith("/"):
         raise InvalidArgument(f"working directory {spec.working_dir!r} must be an absolute path")
     check_resources(spec.resources, capacity)
+    check_security(spec.security)
+
+
+def check_security(security: Security) -> None:
+    ids = {
+        "runAsUser": security.run_as_user,
+        "runAsGroup": security.run_as_group,
+        **{f"supplementalGroups[{i}]": g for i, g in enumerate(security.supplemental_groups)},
+    }
+    if security.fs_group is not None:
+        ids["fsGroup"] = security.fs_group
+    for field_name, value in ids.items():
+        if not 0 <= value <= MAX_ID:
+            raise InvalidArgument(
+                f"securityContext.{field_name} {value} is not within 0..{MAX_ID}, the ids of "
+                "the process's user namespace"
+            )
+    if len(security.supplemental_groups) > MAX_GROUPS:
+        raise InvalidArgument(
+            f"securityContext.supplementalGroups has {len(security.supplemental_groups)} "
+            f"groups; at most {MAX_GROUPS} are taken"
+        )
+    for name in security.capabilities:
+        try:
+            capability_number(name)
+        except ValueError:
+            raise InvalidArgument(
+                f"securityContext.capabilities.add: {name!r} is not a Linux capability "
+                "(e.g. NET_BIND_SERVICE)"
+            ) from None
+    if security.seccomp is Seccomp.RUNTIME_DEFAULT and not seccomp.supported():
+        raise InvalidArgument(
+            "securityContext.seccompProfile RuntimeDefault is defined for x86_64 nodes only; "
+            "this node cannot apply it (use Unconfined, or place the process elsewhere)"
+        )

@@ -13,12 +13,13 @@ import asyncio
 import enum
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from serverlessos.files import atomic_write
 
@@ -73,7 +74,7 @@ class EventJournal:
         self._lines = 0
         self._changed = asyncio.Condition()
         self._load()
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for appends)
+        self._file = _append(path)
 
     def _load(self) -> None:
         try:
@@ -121,7 +122,7 @@ class EventJournal:
     def _compact(self) -> None:
         self._file.close()
         self._rewrite()
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = _append(self.path)
 
     def _rewrite(self) -> None:
         """The file holds exactly the retained events (atomically replaced)."""
@@ -170,3 +171,10 @@ def _blank_env_values(record: dict[str, Any]) -> bool:
         return False
     record["spec"]["env"] = dict.fromkeys(env, "")
     return True
+
+
+def _append(path: Path) -> TextIO:
+    """The journal, kept open for appends; the agent's alone (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return open(fd, "a", encoding="utf-8")

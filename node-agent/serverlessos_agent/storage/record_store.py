@@ -25,6 +25,7 @@ class RecordStore:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "processes"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # see prepare()
 
     def dir(self, ref: Ref) -> Path:
         return self.root / ref.namespace / ref.name
@@ -36,9 +37,16 @@ class RecordStore:
         atomic_write_json(self.dir(record.ref) / "record.json", record.to_json())
 
     def prepare(self, ref: Ref) -> Path:
+        """The process's directory: run/ and logs/ the agent's (0700); work/ becomes the
+        process's own (launcher.own_workdir). The way there is traversable (0711), not
+        listable, for the process's user namespace to reach its tree."""
         directory = self.dir(ref)
         for sub in ("run", "logs", "work"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
+        for path in (directory.parent, directory):
+            path.chmod(0o711)
+        for sub in ("run", "logs"):
+            (directory / sub).chmod(0o700)
         return directory
 
     def delete(self, ref: Ref) -> None:

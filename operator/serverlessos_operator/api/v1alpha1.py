@@ -10,8 +10,9 @@ import enum
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, WithJsonSchema, model_validator
+from pydantic import Field, JsonValue, WithJsonSchema, model_validator
 from pydantic.config import JsonDict
+from serverlessos import capabilities
 from serverlessos.quantity import Quantity
 
 from .meta import (
@@ -222,6 +223,83 @@ IMMUTABLE: JsonDict = {
 STRING_ITEMS_4K: JsonDict = {"type": "string", "minLength": 1, "maxLength": 4096}
 
 
+# runAsUser, runAsGroup, groups: ids inside the process's user namespace, whose 65536
+# ids are unprivileged ones of the node (the agent's runtime/sandbox.py).
+MAX_ID = 65535
+ID_ITEMS: JsonDict = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_ID}
+CAPABILITY_NAMES: list[JsonValue] = list(capabilities.NAMES)
+
+
+class LinuxCapabilities(Model):
+    """Every capability is dropped; `add` keeps the named ones (as a Pod's, but from
+    nothing: `drop: [ALL]` is what always happens, and is accepted as such)."""
+
+    add: list[str] = Field(
+        default_factory=list,
+        max_length=len(capabilities.NAMES),
+        json_schema_extra={"items": {"type": "string", "enum": CAPABILITY_NAMES}},
+    )
+    drop: list[Literal["ALL"]] = Field(
+        default_factory=list, max_length=1, description="Only ALL, which is the default."
+    )
+
+
+class SeccompProfileType(enum.StrEnum):
+    RUNTIME_DEFAULT = "RuntimeDefault"
+    UNCONFINED = "Unconfined"
+
+
+class SeccompProfile(Model):
+    type: SeccompProfileType = Field(
+        default=SeccompProfileType.RUNTIME_DEFAULT,
+        description="RuntimeDefault: the agent's filter (mounts, namespaces, modules, "
+        "keyrings, bpf, perf, userfaultfd, other processes' memory, clocks are refused).",
+    )
+
+
+class SecurityContext(Model):
+    """Who the process is and what it may do, with a Pod's securityContext names. By
+    default it runs as uid 0 without any capability, with no_new_privs and the
+    RuntimeDefault seccomp profile, in a mount namespace of its own."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.runAsNonRoot) || !self.runAsNonRoot || "
+                    "(has(self.runAsUser) && self.runAsUser != 0)",
+                    "message": "runAsNonRoot needs a runAsUser other than 0",
+                }
+            ]
+        }
+    }
+
+    run_as_user: int | None = Field(default=None, ge=0, le=MAX_ID)
+    run_as_group: int | None = Field(default=None, ge=0, le=MAX_ID)
+    run_as_non_root: bool | None = None
+    supplemental_groups: list[int] = Field(
+        default_factory=list, max_length=64, json_schema_extra={"items": ID_ITEMS}
+    )
+    fs_group: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ID,
+        description="Owns the process's working directory (setgid) and is one of its groups.",
+    )
+    capabilities: LinuxCapabilities = Field(default_factory=LinuxCapabilities)
+    allow_privilege_escalation: bool = Field(
+        default=False, description="false: no_new_privs (setuid binaries gain nothing)."
+    )
+    seccomp_profile: SeccompProfile = Field(default_factory=SeccompProfile)
+
+    @model_validator(mode="after")
+    def _non_root(self) -> SecurityContext:
+        """The CRD's rule, for objects stored before it existed."""
+        if self.run_as_non_root and not self.run_as_user:
+            raise ValueError("runAsNonRoot needs a runAsUser other than 0")
+        return self
+
+
 class MigrationSettings(Model):
     """How this process may be moved between nodes (live migration)."""
 
@@ -290,6 +368,10 @@ class ServerlessProcessSpec(Model):
         description="A ClusterCgroup in this namespace whose budget this process shares, "
         "wherever it runs (a ClusterCgroup's selector can also pick it; this name wins).",
         json_schema_extra=IMMUTABLE,
+    )
+    security_context: SecurityContext = Field(
+        default_factory=SecurityContext,
+        json_schema_extra={"default": {}, **IMMUTABLE},
     )
 
     @model_validator(mode="after")

@@ -30,4 +30,7 @@ async def kube_node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any)
         for t in (body.get("spec") or {}).get("taints") or []
     )
     labels = {str(k): str(v) for k, v in (body["metadata"].get("labels") or {}).items()}
-    operator_of(memo).nodes.upsert_kube_node(body["metadata"]["name"], labels, taints)
+    addresses = frozenset(
+        str(a.get("address", "")) for a in (body.get("status") or {}).get("addresses") or []
+    )
+    operator_of(memo).nodes.upsert_kube_node(body["metadata"]["name"], labels, taints, addresses)

@@ -248,7 +248,9 @@ class Kube:
             reporting_component="serverlessos-operator",
             reporting_instance=os.environ.get("HOSTNAME", "serverlessos-operator"),
         )
-        await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
+        # A cluster-scoped object's Events live in default, as a Node's do.
+        namespace = meta["namespace"] or "default"
+        await asyncio.to_thread(self.core.create_namespaced_event, namespace, event)
 
     async def list_processes(self) -> list[dict[str, Any]]:
         return await self._list(PROCESSES)

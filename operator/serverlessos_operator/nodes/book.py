@@ -4,12 +4,16 @@ heard from; and the ledger entries placement reads, kept in step with them.
 Only nodes with an agent (a ServerlessNode with an endpoint) are placement's
 candidates. A node whose agent stops heartbeating past the grace period is *lost*
 (see processes/node_loss.py for what happens to its processes).
+
+With `check_addresses` the operator dials an agent only at an address its core Node
+lists (status.addresses): a ServerlessNode names its endpoint itself, and an agent that
+names another node's address, or one of its own choosing, is not dialled there.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..api.v1alpha1 import Criu, ServerlessNodeStatus
@@ -52,12 +56,29 @@ class NodeInfo:
     taints: tuple[Taint, ...] = ()
     lost: bool = False
     criu: CriuSupport = field(default_factory=CriuSupport)
+    addresses: frozenset[str] = frozenset()  # its core Node's status.addresses
+    refused: str = ""  # why its endpoint is not dialled ("" = it is)
+
+
+def endpoint_host(endpoint: str) -> str:
+    """10.0.0.1:7420 -> 10.0.0.1, [fd00::1]:7420 -> fd00::1."""
+    host = endpoint.rpartition(":")[0] or endpoint
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 class NodeBook:
-    def __init__(self, ledger: Ledger, agents: AgentPool) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        agents: AgentPool,
+        *,
+        check_addresses: bool = False,
+        on_refused: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.agents = agents
+        self.check_addresses = check_addresses
+        self.on_refused = on_refused  # (node, why): an endpoint is not dialled
         self._nodes: dict[str, NodeInfo] = {}
 
     def get(self, name: str | None) -> NodeInfo | None:
@@ -73,7 +94,7 @@ class NodeBook:
 
     def reachable(self, name: str | None) -> bool:
         node = self.get(name)
-        return node is not None and bool(node.endpoint) and not node.lost
+        return node is not None and bool(node.endpoint) and not node.lost and not node.refused
 
     # ----- fed by watches --------------------------------------------------
 
@@ -92,17 +113,43 @@ class NodeBook:
         node.criu = CriuSupport.from_status(
             status.capabilities.criu if status.capabilities else None
         )
-        if node.endpoint:
-            self.agents.set_endpoint(name, node.endpoint)
+        self._dial(node)
         self.sync_ledger(node)
         return node
 
     def upsert_kube_node(
-        self, name: str, labels: dict[str, str], taints: tuple[Taint, ...]
+        self,
+        name: str,
+        labels: dict[str, str],
+        taints: tuple[Taint, ...],
+        addresses: frozenset[str] = frozenset(),
     ) -> None:
         node = self._nodes.setdefault(name, NodeInfo(name))
         node.labels, node.taints = labels, taints
+        if addresses != node.addresses:
+            node.addresses = addresses
+            self._dial(node)
         self.sync_ledger(node)
+
+    def _dial(self, node: NodeInfo) -> None:
+        """Follow the node's agent at its endpoint, if that is one of its Node's addresses."""
+        if not node.endpoint:
+            return
+        why = ""
+        if self.check_addresses and endpoint_host(node.endpoint) not in node.addresses:
+            listed = ", ".join(sorted(node.addresses)) or "none yet"
+            why = (
+                f"endpoint {node.endpoint} is not at one of Node {node.name}'s addresses "
+                f"({listed}): not dialled"
+            )
+        if why:
+            if why != node.refused and node.addresses and self.on_refused is not None:
+                self.on_refused(node.name, why)
+            node.refused = why
+            self.agents.remove(node.name)
+            return
+        node.refused = ""
+        self.agents.set_endpoint(node.name, node.endpoint)
 
     def remove(self, name: str) -> None:
         """Its agent is gone for good (its ServerlessNode was deleted)."""
@@ -120,5 +167,5 @@ class NodeBook:
             return
         entry = self.ledger.node(node.name)
         entry.cpu_millis, entry.memory_bytes = node.cpu_millis, node.memory_bytes
-        entry.ready = node.agent_ready and not node.lost
+        entry.ready = node.agent_ready and not node.lost and not node.refused
         entry.labels, entry.taints = node.labels, node.taints

@@ -64,8 +64,24 @@ def start_request(
             working_dir=spec.working_dir or "",
             resources=agent_resources(spec, cpu_millis),
             restart_policy=POLICIES[spec.restart_policy],
+            security=agent_security(spec),
         )
     )
+
+
+def agent_security(spec: ServerlessProcessSpec) -> pb.SecurityContext:
+    context = spec.security_context
+    security = pb.SecurityContext(
+        run_as_user=context.run_as_user or 0,
+        run_as_group=context.run_as_group or 0,
+        supplemental_groups=context.supplemental_groups,
+        capabilities_add=context.capabilities.add,
+        allow_privilege_escalation=context.allow_privilege_escalation,
+        seccomp_profile=context.seccomp_profile.type.value,
+    )
+    if context.fs_group is not None:
+        security.fs_group = context.fs_group
+    return security
 
 
 def status_from_agent(

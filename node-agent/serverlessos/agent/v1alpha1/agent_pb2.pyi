@@ -269,6 +269,7 @@ class ProcessSpec(_message.Message):
     WORKING_DIR_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     RESTART_POLICY_FIELD_NUMBER: _builtins.int
+    SECURITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     working_dir: _builtins.str
     """Absolute path; empty = a private scratch directory the agent creates."""
@@ -281,6 +282,12 @@ class ProcessSpec(_message.Message):
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def resources(self) -> Global___Resources: ...
+    @_builtins.property
+    def security(self) -> Global___SecurityContext:
+        """How the process is confined; absent = the defaults below (uid 0 without any
+        capability, no_new_privs, the RuntimeDefault seccomp profile).
+        """
+
     def __init__(
         self,
         *,
@@ -291,14 +298,63 @@ class ProcessSpec(_message.Message):
         working_dir: _builtins.str = ...,
         resources: Global___Resources | None = ...,
         restart_policy: Global___RestartPolicy.ValueType = ...,
+        security: Global___SecurityContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "resources", b"resources", "security", b"security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "env", b"env", "name", b"name", "owner", b"owner", "resources", b"resources", "restart_policy", b"restart_policy", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "env", b"env", "name", b"name", "owner", b"owner", "resources", b"resources", "restart_policy", b"restart_policy", "security", b"security", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProcessSpec: _TypeAlias = ProcessSpec  # noqa: Y015
+
+@_typing.final
+class SecurityContext(_message.Message):
+    """ServerlessProcess.spec.securityContext, as Kubernetes spells a Pod's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_AS_USER_FIELD_NUMBER: _builtins.int
+    RUN_AS_GROUP_FIELD_NUMBER: _builtins.int
+    SUPPLEMENTAL_GROUPS_FIELD_NUMBER: _builtins.int
+    FS_GROUP_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_ADD_FIELD_NUMBER: _builtins.int
+    ALLOW_PRIVILEGE_ESCALATION_FIELD_NUMBER: _builtins.int
+    SECCOMP_PROFILE_FIELD_NUMBER: _builtins.int
+    run_as_user: _builtins.int
+    run_as_group: _builtins.int
+    fs_group: _builtins.int
+    """Owns the working directory (setgid), and is one of the process's groups."""
+    allow_privilege_escalation: _builtins.bool
+    """false: no_new_privs (no setuid binary or file capability gains anything)."""
+    seccomp_profile: _builtins.str
+    """"RuntimeDefault" (or empty) | "Unconfined"."""
+    @_builtins.property
+    def supplemental_groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def capabilities_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities kept (e.g. NET_BIND_SERVICE); every other one is dropped."""
+
+    def __init__(
+        self,
+        *,
+        run_as_user: _builtins.int = ...,
+        run_as_group: _builtins.int = ...,
+        supplemental_groups: _abc.Iterable[_builtins.int] | None = ...,
+        fs_group: _builtins.int | None = ...,
+        capabilities_add: _abc.Iterable[_builtins.str] | None = ...,
+        allow_privilege_escalation: _builtins.bool = ...,
+        seccomp_profile: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_fs_group", b"_fs_group", "fs_group", b"fs_group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fs_group", b"_fs_group", "allow_privilege_escalation", b"allow_privilege_escalation", "capabilities_add", b"capabilities_add", "fs_group", b"fs_group", "run_as_group", b"run_as_group", "run_as_user", b"run_as_user", "seccomp_profile", b"seccomp_profile", "supplemental_groups", b"supplemental_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__fs_group: _TypeAlias = _typing.Literal["fs_group"]  # noqa: Y015
+    _WhichOneofArgType__fs_group: _TypeAlias = _typing.Literal["_fs_group", b"_fs_group"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fs_group) -> _WhichOneofReturnType__fs_group | None: ...
+
+Global___SecurityContext: _TypeAlias = SecurityContext  # noqa: Y015
 
 @_typing.final
 class Termination(_message.Message):
