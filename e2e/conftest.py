@@ -58,12 +58,16 @@ def get_json(*args: str) -> Any:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
 
 
+# Namespaces are "restricted" (the chart's admission policy): a non-root uid.
+NON_ROOT = {"runAsUser": 1000}
+
+
 def process_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "serverlessos.io/v1alpha1",
         "kind": "ServerlessProcess",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"tolerations": KWOK_TOLERATION, **spec},
+        "spec": {"tolerations": KWOK_TOLERATION, "securityContext": NON_ROOT, **spec},
     }
 
 

@@ -24,6 +24,7 @@ from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
 from .conftest import (
+    CACHE_BIN,
     LOCAL,
     REPO,
     agent_endpoint,
@@ -251,10 +252,12 @@ def test_a_process_criu_cannot_move_fails_with_criu_reason_and_keeps_running(
     namespace: str, tmp_path: Path
 ) -> None:
     """A Unix socket connected to a process outside its tree is a resource CRIU
-    refuses to checkpoint."""
-    path = Path("/tmp") / f"sos-e2e-{namespace}.sock"
+    refuses to checkpoint. The socket lies in a node directory the local agents show
+    their processes (--process-ro-path: the tool cache), open to the process's uid."""
+    path = CACHE_BIN.parent / f"sos-e2e-{namespace}.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
+    path.chmod(0o777)
     listener.listen(1)
     try:
         holder = (

@@ -28,7 +28,8 @@ BRIDGE=sos-br0
 SUBNET=10.77.0
 GATEWAY="$SUBNET.1"
 AGENT="$REPO/.venv/bin/serverlessos-agent"
-CRIU="${SERVERLESSOS_CACHE:-$HOME/.cache/serverlessos}/bin/criu"  # hack/install-criu.sh
+CACHE="${SERVERLESSOS_CACHE:-$HOME/.cache/serverlessos}"
+CRIU="$CACHE/bin/criu"  # hack/install-criu.sh
 CGROUP_BASE=serverlessos
 NODE_STATE="${SERVERLESSOS_NODE_STATE:-/var/lib/serverlessos-agent}"
 
@@ -103,6 +104,7 @@ start_agent() {
     --cgroup-root "$CGROUP_BASE/$node" --node-cgroup "$CGROUP_BASE/$node" \
     --kubeconfig "$kubeconfig" --heartbeat-interval 5s \
     --criu "$CRIU" --insecure \
+    --process-ro-path "$CACHE" \
     >>"$state/agent.log" 2>&1 </dev/null &
   echo $! > "$state/agent.pid"
 }

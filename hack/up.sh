@@ -49,6 +49,7 @@ crds() {
   # do), and the admission rule that keeps each agent to its own node's ServerlessNode.
   helm template serverlessos "$REPO/charts/serverlessos" -n serverlessos-system \
     --show-only templates/rbac-agent.yaml --show-only templates/admission-agent.yaml \
+    --show-only templates/admission-processes.yaml \
     | kubectl apply -f -
 }
 logapi() {

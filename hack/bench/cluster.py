@@ -98,6 +98,7 @@ def main() -> None:
                 "tolerations": [TOLERATION],
                 "resources": {"cpu": "10m", "memory": "16Mi"},
                 "restartPolicy": "Never",
+                "securityContext": {"runAsUser": 1000},
             },
         }
         pod = {

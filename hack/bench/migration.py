@@ -209,6 +209,7 @@ class Bench:
             "resources": {"cpu": "500m", "memory": f"{mib + 100}Mi"},
             "restartPolicy": "Never",
             "tolerations": [TOLERATION],
+            "securityContext": {"runAsUser": 1000},  # restricted namespaces: non-root
         }
         if node:
             spec["nodeSelector"] = {"kubernetes.io/hostname": node}
