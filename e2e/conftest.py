@@ -6,6 +6,8 @@ handles (hack/operator.sh, .local/agents); they skip on other clusters.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 import shutil
@@ -16,7 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from serverlessos.auth import identity
+from serverlessos.auth.identity import OPERATOR
+from serverlessos.auth.pki import CA, cert_pem, key_pem, new_key
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = Path(os.environ.get("SERVERLESSOS_LOCAL", REPO / ".local"))
@@ -144,6 +150,33 @@ def patch_spec(
 
 def agent_endpoint(node: str) -> str:
     return str(get_json("serverlessnode", node)["status"]["endpoint"])
+
+
+# The local cluster's agents serve mutual TLS (hack/agents.sh) unless this says not.
+AGENTS_TLS = os.environ.get("SERVERLESSOS_AGENT_TLS", "1") == "1"
+
+
+@functools.cache
+def operator_credentials() -> grpc.ChannelCredentials:
+    """An operator identity from the cluster CA (Secret serverlessos-ca): what the
+    agents take lifecycle calls from."""
+    secret = get_json("secret", "serverlessos-ca", "-n", "serverlessos-system")
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    ca = CA.load(data["tls.key"], data["tls.crt"])
+    key = new_key()
+    cert = ca.issue(key.public_key(), OPERATOR)
+    return grpc.ssl_channel_credentials(ca.cert_pem, key_pem(key), cert_pem(cert))
+
+
+def agent_channel(node: str, endpoint: str | None = None) -> grpc.Channel:
+    """A channel to a node's agent, as the operator dials it."""
+    endpoint = endpoint or agent_endpoint(node)
+    if not AGENTS_TLS:
+        return grpc.insecure_channel(endpoint)
+    name = identity.node(node).tls_name
+    return grpc.secure_channel(
+        endpoint, operator_credentials(), [("grpc.ssl_target_name_override", name)]
+    )
 
 
 @pytest.fixture(scope="session")

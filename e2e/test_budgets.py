@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
@@ -19,7 +18,7 @@ from serverlessos_operator.budgets.split import MIN_SHARE_MILLIS
 
 from .conftest import (
     REPO,
-    agent_endpoint,
+    agent_channel,
     apply,
     condition,
     get_json,
@@ -61,7 +60,7 @@ def member(name: str, namespace: str, team: str, **spec: Any) -> dict[str, Any]:
 
 
 def cgroup_of(name: str, namespace: str, node: str) -> str:
-    with grpc.insecure_channel(agent_endpoint(node)) as channel:
+    with agent_channel(node) as channel:
         process = pb_grpc.AgentStub(channel).GetProcess(
             pb.GetProcessRequest(ref=pb.ProcessRef(namespace=namespace, name=name)), timeout=10
         )

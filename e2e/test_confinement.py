@@ -9,11 +9,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from serverlessos.agent.v1alpha1 import agent_pb2 as pb
+from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
+from serverlessos.auth import identity
+from serverlessos.auth.identity import OPERATOR
+from serverlessos.auth.pki import CA, cert_pem, key_pem, new_key
 
 from .conftest import (
+    AGENTS_TLS,
     REPO,
+    agent_channel,
+    agent_endpoint,
     apply,
+    get_json,
     kubectl,
     local_only,
     process_manifest,
@@ -146,3 +156,31 @@ def test_admission_bounds_what_a_process_may_ask_for(namespace: str) -> None:
     assert create(seccompProfile={"type": "Unconfined"}) == "allowed"
     kubectl("label", "namespace", namespace, "serverlessos.io/enforce=sometimes", "--overwrite")
     assert "is not one of privileged, baseline, restricted" in create(runAsUser=1000)
+
+
+@pytest.mark.skipif(
+    not AGENTS_TLS, reason="the agents run with --insecure (SERVERLESSOS_AGENT_TLS=0)"
+)
+def test_the_agents_turn_away_plaintext_and_other_cas() -> None:
+    node = get_json("serverlessnodes")["items"][0]["metadata"]["name"]
+    endpoint = agent_endpoint(node)
+    ref = pb.ProcessRef(namespace="default", name="counter")
+    with grpc.insecure_channel(endpoint) as channel, pytest.raises(grpc.RpcError) as plain:
+        pb_grpc.AgentStub(channel).GetProcess(pb.GetProcessRequest(ref=ref), timeout=5)
+    assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
+    foreign = CA.create("another cluster")
+    key = new_key()
+    credentials = grpc.ssl_channel_credentials(
+        foreign.cert_pem, key_pem(key), cert_pem(foreign.issue(key.public_key(), OPERATOR))
+    )
+    options = [("grpc.ssl_target_name_override", identity.node(node).tls_name)]
+    with (
+        grpc.secure_channel(endpoint, credentials, options) as channel,
+        pytest.raises(grpc.RpcError) as other,
+    ):
+        pb_grpc.AgentStub(channel).GetProcess(pb.GetProcessRequest(ref=ref), timeout=5)
+    assert other.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The operator's identity from this cluster's CA gets in.
+    with agent_channel(node) as channel:
+        listed = pb_grpc.AgentStub(channel).ListProcesses(pb.ListProcessesRequest(), timeout=10)
+    assert listed.revision >= 0

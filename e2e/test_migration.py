@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
@@ -27,6 +26,7 @@ from .conftest import (
     CACHE_BIN,
     LOCAL,
     REPO,
+    agent_channel,
     agent_endpoint,
     apply,
     get_json,
@@ -462,7 +462,7 @@ def test_a_process_deleted_during_its_migration_leaves_no_copy(namespace: str) -
     def copies() -> list[str]:
         found = []
         for node in ("kwok-node-0", "kwok-node-1", "kwok-node-2"):
-            channel = grpc.insecure_channel(agent_endpoint(node))
+            channel = agent_channel(node)
             listed = pb_grpc.AgentStub(channel).ListProcesses(
                 pb.ListProcessesRequest(namespace=namespace), timeout=10
             )

@@ -21,7 +21,7 @@ from .conftest import (
     IS_LOCAL,
     LOCAL,
     REPO,
-    agent_endpoint,
+    agent_channel,
     apply,
     condition,
     get_json,
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _agent_get(node: str, namespace: str, name: str) -> pb.Process | None:
-    with grpc.insecure_channel(agent_endpoint(node)) as channel:
+    with agent_channel(node) as channel:
         try:
             return pb_grpc.AgentStub(channel).GetProcess(
                 pb.GetProcessRequest(ref=pb.ProcessRef(namespace=namespace, name=name)), timeout=10
@@ -215,7 +215,7 @@ def test_operator_kill9_during_a_burst_gives_each_process_exactly_once(namespace
     seen: dict[str, list[str]] = {}
     for node in get_json("serverlessnodes")["items"]:
         name = node["metadata"]["name"]
-        with grpc.insecure_channel(node["status"]["endpoint"]) as channel:
+        with agent_channel(node["metadata"]["name"], node["status"]["endpoint"]) as channel:
             listed = pb_grpc.AgentStub(channel).ListProcesses(
                 pb.ListProcessesRequest(namespace=namespace), timeout=10
             )

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-import grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
 from .conftest import (
-    agent_endpoint,
+    agent_channel,
     apply,
     kubectl,
     process_manifest,
@@ -61,7 +60,7 @@ def test_a_secret_reaches_the_process_and_nothing_else(namespace: str) -> None:
     assert SECRET not in kubectl("get", "sp", "reader", "-n", namespace, "-o", "yaml").stdout
     events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert SECRET not in events and json.loads(events)["items"]
-    with grpc.insecure_channel(agent_endpoint(running["node"])) as channel:
+    with agent_channel(running["node"]) as channel:
         stub = pb_grpc.AgentStub(channel)
         ref = pb.ProcessRef(namespace=namespace, name="reader")
         process = stub.GetProcess(pb.GetProcessRequest(ref=ref), timeout=10)

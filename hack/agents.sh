@@ -16,9 +16,14 @@
 #
 # Each agent also gets its own mount namespace in which its node's directory is
 # bind-mounted at one path, $NODE_STATE (default /var/lib/serverlessos-agent, the DaemonSet's
-# hostPath): on real nodes an agent's state dir has the same path everywhere, and
-# live migration relies on it (CRIU restores open files and working directories at
-# the paths they had on the source node).
+# hostPath), as on real nodes.
+#
+# As a DaemonSet pod's, each agent's credentials are the agents' ServiceAccount with a
+# token bound to its Node (kubectl create token --bound-object-kind Node): it may write
+# only that node's ServerlessNode (the chart's admission policy) and gets only that
+# node's certificate from the operator (--tls-bootstrap), then serves mutual TLS. The
+# operator must run first (it signs the certificates). SERVERLESSOS_AGENT_TLS=0: the
+# admin's kubeconfig and a plaintext port (--insecure), for debugging.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +37,7 @@ CACHE="${SERVERLESSOS_CACHE:-$HOME/.cache/serverlessos}"
 CRIU="$CACHE/bin/criu"  # hack/install-criu.sh
 CGROUP_BASE=serverlessos
 NODE_STATE="${SERVERLESSOS_NODE_STATE:-/var/lib/serverlessos-agent}"
+TLS="${SERVERLESSOS_AGENT_TLS:-1}"
 
 say() { printf '  %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -80,8 +86,25 @@ agent_kubeconfig() {
   sed "s#server: .*#server: https://$GATEWAY:$port#" "$admin" > "$out"
 }
 
+# node_kubeconfig NODE ADMIN OUT: the agents' ServiceAccount with a token bound to NODE.
+node_kubeconfig() {
+  local node=$1 admin=$2 out=$3 token
+  token=$(kubectl --kubeconfig "$admin" create token serverlessos-agent -n serverlessos-system \
+    --bound-object-kind Node --bound-object-name "$node" --duration 48h)
+  "$REPO/.venv/bin/python" - "$admin" "$out" "$token" <<'PY2'
+import json, sys, yaml
+admin, out, token = sys.argv[1:]
+cluster = yaml.safe_load(open(admin))["clusters"][0]["cluster"]
+json.dump({"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": cluster}],
+           "users": [{"name": "agent", "user": {"token": token}}],
+           "contexts": [{"name": "c", "context": {"cluster": "c", "user": "agent"}}],
+           "current-context": "c"}, open(out, "w"))
+PY2
+  chmod 600 "$out"
+}
+
 start_agent() {
-  local i=$1 kubeconfig=$2 node ns ip state
+  local i=$1 kubeconfig=$2 node ns ip state security
   node=$(node_name "$i")
   ns="sos-$node"
   ip=$(node_ip "$i")
@@ -92,6 +115,13 @@ start_agent() {
   fi
   rm -f "$state/state/agent.json"  # left by a killed agent; its presence means ready
   mkdir -p "$state/state" "$NODE_STATE"
+  if [[ $TLS == 1 ]]; then
+    node_kubeconfig "$node" "$kubeconfig" "$state/kubeconfig"
+    kubeconfig="$state/kubeconfig"
+    security=(--tls-dir "$NODE_STATE/tls" --tls-bootstrap)
+  else
+    security=(--insecure)
+  fi
   # nsenter, not "ip netns exec": that remounts /sys, hiding the cgroup hierarchies.
   # unshare --mount: a private mount namespace with this node's dir at $NODE_STATE.
   # shellcheck disable=SC2016
@@ -103,7 +133,7 @@ start_agent() {
     --state-dir "$NODE_STATE" \
     --cgroup-root "$CGROUP_BASE/$node" --node-cgroup "$CGROUP_BASE/$node" \
     --kubeconfig "$kubeconfig" --heartbeat-interval 5s \
-    --criu "$CRIU" --insecure \
+    --criu "$CRIU" "${security[@]}" \
     --process-ro-path "$CACHE" \
     >>"$state/agent.log" 2>&1 </dev/null &
   echo $! > "$state/agent.pid"
@@ -124,13 +154,13 @@ wait_ready() {
   local i=$1 node state deadline
   node=$(node_name "$i")
   state="$DIR/$node"
-  deadline=$((SECONDS + 30))
+  deadline=$((SECONDS + 60))  # with TLS, until the operator signed its certificate
   until [[ -f "$state/state/agent.json" ]]; do
     if ! alive "$(cat "$state/agent.pid")"; then
       tail -n 20 "$state/agent.log" >&2
       die "agent for $node exited; log: $state/agent.log"
     fi
-    (( SECONDS < deadline )) || die "agent for $node not ready in 30s; log: $state/agent.log"
+    (( SECONDS < deadline )) || die "agent for $node not ready in 60s; log: $state/agent.log"
     sleep 0.1
   done
 }

@@ -31,6 +31,7 @@ start() {
   SERVERLESSOS_RETRY_INTERVAL="${SERVERLESSOS_RETRY_INTERVAL:-2}" \
   SERVERLESSOS_METRICS_PORT="${SERVERLESSOS_METRICS_PORT:-8081}" \
   SERVERLESSOS_PLACEMENT="${SERVERLESSOS_PLACEMENT:-$LOCAL_PLACEMENT}" \
+  SERVERLESSOS_TLS="${SERVERLESSOS_TLS:-$([[ ${SERVERLESSOS_AGENT_TLS:-1} == 1 ]] && echo true || echo false)}" \
     setsid "$REPO/.venv/bin/serverlessos-operator" --liveness=http://127.0.0.1:8080/healthz \
     >>"$LOG" 2>&1 </dev/null &
   echo $! > "$PIDFILE"

@@ -95,8 +95,9 @@ export KUBECONFIG="$LOCAL/kubeconfig"
 step cluster cluster
 step crds crds
 step logapi logapi
-step agents agents
+# The operator first: it keeps the cluster CA and signs the agents' certificates.
 step operator operator
+step agents agents
 step nodes registered
 step examples examples
 
@@ -108,7 +109,7 @@ ServerlessOS is up: $NODES kwok nodes, each with a real agent; the operator runs
   export PATH=$BIN:$REPO/.venv/bin:\$PATH
   kubectl get serverlessnodes
   kubectl get sp                      # the example process: examples/process.yaml
-  kubectl sos logs -f counter
+  kubectl sos logs -f counter         # through the API server
   kubectl sos get -A
 
 Logs: $LOGS (steps), $LOCAL/operator.log, $LOCAL/agents/*/agent.log, $LOCAL/cluster/.

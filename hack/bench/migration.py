@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -36,8 +36,6 @@ import benchlib  # type: ignore[import-not-found]  # hack/bench/, beside this sc
 import grpc
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from serverlessos.agent.v1alpha1 import agent_pb2 as pb
-from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / ".local"
@@ -184,7 +182,6 @@ class Bench:
     namespace: str
     endpoints: dict[str, str]
     dirty_pages: int
-    channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
     # ----- kube -------------------------------------------------------------
 
@@ -264,18 +261,22 @@ class Bench:
 
         return cast(dict[str, Any], self.wait(f"{name} Running", running, timeout))
 
-    # ----- the process's output, from its node's agent ----------------------
+    # ----- the process's output, through the log API (as kubectl sos logs) -------
 
     def log(self, name: str, node: str, tail: int = 0) -> list[str]:
-        channel = self.channels.get(node)
-        if channel is None:
-            channel = self.channels[node] = grpc.insecure_channel(self.endpoints[node])
-        stub = pb_grpc.AgentStub(channel)
-        request = pb.ReadLogsRequest(
-            ref=pb.ProcessRef(namespace=self.namespace, name=name), tail_lines=tail
+        api = self.custom.api_client
+        path = (
+            f"/apis/logs.serverlessos.io/v1alpha1/namespaces/{self.namespace}/"
+            f"{PROCESSES}/{name}/log"
         )
-        data = b"".join(chunk.data for chunk in stub.ReadLogs(request, timeout=30))
-        return data.decode(errors="replace").splitlines()
+        method, url, headers, _, _ = api.param_serialize(
+            "GET", path, query_params=[("tailLines", str(tail))], auth_settings=["BearerToken"]
+        )
+        response = api.call_api(method, url, header_params=headers, _request_timeout=30)
+        data = response.read()
+        if response.status >= 400:
+            raise RuntimeError(f"reading {name}'s log: {response.status} {data[:200]!r}")
+        return bytes(data).decode(errors="replace").splitlines()
 
     def count(self, name: str, node: str) -> int:
         lines = self.log(name, node, tail=1)
@@ -711,9 +712,6 @@ def main() -> None:
 def cleanup(bench: Bench) -> None:
     """Delete what the bench made: processes first (the operator stops them), then
     the namespace."""
-    for channel in bench.channels.values():
-        channel.close()
-
     with contextlib.suppress(Exception):
         bench.settle()
     with contextlib.suppress(Exception):
