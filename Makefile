@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down test lint proto crds bench bench-tls bench-migration bench-placement clean
+.PHONY: help venv up down test lint proto crds bench bench-start bench-tls bench-migration bench-placement clean
 
 help:
 	@echo "make up     - a real local cluster (control plane + kwok nodes + agents + operator)"
@@ -15,6 +15,7 @@ help:
 	@echo "make proto  - regenerate the gRPC stubs from node-agent/proto"
 	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make bench  - node agent benchmarks (hack/bench)"
+	@echo "make bench-start - confined StartProcess against crun run of a matching sandbox, side by side (root; Debian crun via hack/install-crun.sh)"
 	@echo "make bench-tls - what mutual TLS costs: RPC floor, connection setup, checkpoint transfer (root, CRIU)"
 	@echo "make bench-migration - live migration benchmark on the local cluster (after make up)"
 	@echo "make bench-placement - placement and rebalancing at 5,000 nodes against baselines (simulated)"
@@ -53,6 +54,9 @@ crds: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) hack/bench/agent.py $(BENCH_ARGS)
+
+bench-start: $(STAMP)
+	$(PY) hack/bench/start.py $(BENCH_ARGS)
 
 bench-tls: $(STAMP)
 	$(PY) hack/bench/tls.py $(BENCH_ARGS)
