@@ -585,6 +585,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=200, help="measured starts of each kind")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured starts of each kind")
     parser.add_argument("--crun", type=Path, help="crun binary (default: hack/install-crun.sh)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="idle this long before each timed start (default 0: back to back). Moving a "
+        "process into a cgroup waits for an RCU grace period unless another move "
+        "happened within about one: with 0, a start right after the other kind's "
+        "may skip that wait; with e.g. 30 every start of both kinds pays it",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the start benchmark needs root (cgroups, namespaces, crun)")
@@ -616,15 +626,20 @@ def main() -> None:
                 crun.run(f"warm-{i}")
             runs: list[AgentStart] = []
             crun_ms: list[float] = []
+            settle = args.settle / 1e3
             for i in range(args.reps):
+                time.sleep(settle)
                 runs.append(agent_once(stub, f"start-{i}"))
+                time.sleep(settle)
                 crun_ms.append(crun.run(f"run-{i}"))
             start_ms = [r.start_ms for r in runs]
             exit_ms = [r.exit_ms for r in runs]
 
             print(
                 f"\n{args.reps} starts of each, interleaved (agent, crun, ...), "
-                f"after {args.warmup} of each unmeasured; {COMMAND[0]} as uid {UID}:"
+                f"after {args.warmup} of each unmeasured; {COMMAND[0]} as uid {UID}"
+                + (f"; {args.settle:g} ms idle before each" if args.settle else "")
+                + ":"
             )
             print("A. agent StartProcess (user+mount+PID ns, seccomp RuntimeDefault, no caps):")
             report("start (reply, after exec)", start_ms)
@@ -659,8 +674,12 @@ def main() -> None:
             report(label, crun_ms)
             attach = cgroup_attach_ms(f"sos-bench-attach-{tag}")
             if attach:
-                print("context (paid by both, once per start):")
-                report("moving a process into a v1 cgroup", attach, "   (kernel wait)")
+                print("context: both move each new process into v1 cgroups (cgroup.procs):")
+                report(
+                    "first cgroup.procs write, 20 ms apart",
+                    attach,
+                    "   (may wait an RCU grace period)",
+                )
             ratio = pct(start_ms, 50) / pct(crun_ms, 50)
             exit_ratio = pct(exit_ms, 50) / pct(crun_ms, 50)
             print(f"\nratio agent start p50 / crun p50          {ratio:5.2f}x")
