@@ -23,11 +23,16 @@ import uuid
 from pathlib import Path
 
 import grpc
-from benchlib import CLK_TCK, cpu_ticks, machine, pct  # hack/bench/, beside this script
+from benchlib import (  # hack/bench/, beside this script
+    CLK_TCK,
+    cleanup_cgroups,
+    cpu_ticks,
+    machine,
+    pct,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
-from serverlessos_agent.cgroup import cgroup_mounts
 
 COMMAND = ["sleep", "3600"]
 
@@ -74,24 +79,6 @@ def start_agent(state: Path, root: str) -> tuple[subprocess.Popen[bytes], str]:
             raise SystemExit(f"agent did not start:\n{(state / 'agent.log').read_text()}")
         time.sleep(0.02)
     return proc, json.loads(ready.read_text())["grpc"]
-
-
-def cleanup(root: str) -> None:
-    v1, v2 = cgroup_mounts()
-    for hierarchy in {*v1.values(), *([v2] if v2 else [])}:
-        base = hierarchy / root
-        if not base.exists():
-            continue
-        for procs in base.rglob("cgroup.procs"):
-            for pid in procs.read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.2)
-        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        with contextlib.suppress(OSError):
-            base.rmdir()
 
 
 def main() -> None:
@@ -180,7 +167,7 @@ def main() -> None:
         for proc in bare:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        cleanup(root)
+        cleanup_cgroups(root)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -52,7 +52,7 @@ from types import FrameType
 from typing import Any
 
 import grpc
-from benchlib import machine, pct  # hack/bench/, beside this script
+from benchlib import cleanup_cgroups, machine, pct  # hack/bench/, beside this script
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos_agent.cgroup import cgroup_mounts
@@ -81,35 +81,6 @@ def physical_cores() -> int:
 
 
 # ----- cleanup --------------------------------------------------------------
-
-
-def cleanup_cgroups(root: str) -> None:
-    """Kill whatever is left in a cgroup subtree, then remove the subtree
-    (tests/integration/conftest.py's cleanup_cgroups)."""
-    v1, v2 = cgroup_mounts()
-    hierarchies = set(v1.values()) | ({v2} if v2 else set())
-    for hierarchy in hierarchies:
-        base = hierarchy / root
-        if not base.exists():
-            continue
-        for _ in range(100):
-            pids = []
-            for procs in base.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    pids += [int(x) for x in procs.read_text().split()]
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
-        for directory in sorted(
-            (p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-        ):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        with contextlib.suppress(OSError):
-            base.rmdir()
 
 
 def _terminate_on_signal(signum: int, frame: FrameType | None) -> None:

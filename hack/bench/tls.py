@@ -48,14 +48,19 @@ from pathlib import Path
 from types import FrameType
 
 import grpc
-from benchlib import CLK_TCK, cpu_ticks, machine, pct  # hack/bench/, beside this script
+from benchlib import (  # hack/bench/, beside this script
+    CLK_TCK,
+    cleanup_cgroups,
+    cpu_ticks,
+    machine,
+    pct,
+)
 from serverlessos.agent.v1alpha1 import agent_pb2 as pb
 from serverlessos.agent.v1alpha1 import agent_pb2_grpc as pb_grpc
 from serverlessos.auth import identity
 from serverlessos.auth.identity import OPERATOR, Identity
 from serverlessos.auth.pki import CA, cert_pem, key_pem, new_key
 from serverlessos.auth.tickets import Ticket
-from serverlessos_agent.cgroup import cgroup_mounts
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("plain", "tls")
@@ -164,54 +169,6 @@ class Agent:
 
     def __str__(self) -> str:
         return f"agent {self.node} ({self.mode})"
-
-
-def kill_all(base: Path) -> None:
-    for procs in base.rglob("cgroup.procs"):
-        with contextlib.suppress(OSError, ValueError):
-            for pid in procs.read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-
-
-def thaw(base: Path) -> None:
-    """Thaw every frozen cgroup under base: an interrupted checkpoint leaves its process
-    frozen, and a frozen process does not die of SIGKILL until it is thawed."""
-    for name, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
-        for control in base.rglob(name):
-            with contextlib.suppress(OSError):
-                control.write_text(thawed)
-
-
-def remove_tree(base: Path) -> None:
-    for directory in sorted(
-        (p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-    ):
-        with contextlib.suppress(OSError):
-            directory.rmdir()
-    with contextlib.suppress(OSError):
-        base.rmdir()
-
-
-def cleanup_cgroups(root: str, timeout: float = 20.0) -> None:
-    """Kill whatever is left in a cgroup subtree, then remove the subtree, as
-    tests/integration/conftest.py does (the shims live in <root>/_shims), but thawing
-    what is frozen, and until the subtree is gone: a killed process with hundreds of
-    MiB takes a moment to leave its cgroups."""
-    v1, v2 = cgroup_mounts()
-    bases = [hierarchy / root for hierarchy in {*v1.values(), *([v2] if v2 else [])}]
-    deadline = time.monotonic() + timeout
-    while left := [base for base in bases if base.exists()]:
-        if time.monotonic() > deadline:
-            print(f"warning: could not remove {', '.join(map(str, left))}", file=sys.stderr)
-            return
-        for base in left:
-            kill_all(base)
-        for base in left:  # the freezer is one hierarchy (v1): thaw once all are killed
-            thaw(base)
-        for base in left:
-            remove_tree(base)
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
